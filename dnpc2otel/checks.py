@@ -1,0 +1,92 @@
+"""Self-check of converter definitions: every rule's sample lines must produce what they promise.
+
+Like lnav's format tests: a definition that no longer matches its own samples fails loudly instead of
+silently converting nothing. `dnpc2otel converters --check` runs this over built-in and user definitions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import duckdb
+
+from .definitions import RECORD_FIELDS, Definition
+from .observations import OBSERVATIONS_DDL
+from .observe import emit_rule, match_rule
+from .templates import quote_ident
+
+
+_SAMPLE_KEYS = {"message", "expect", "release", "attributes", "note"}
+
+
+@dataclass
+class SampleResult:
+    definition: str
+    rule: str
+    message: str
+    ok: bool
+    detail: str = ""
+
+
+def check_definition(definition: Definition) -> list[SampleResult]:
+    results: list[SampleResult] = []
+    con = duckdb.connect()
+    try:
+        _check_sql_compiles(con, definition, results)
+        for rule in definition.rules:
+            if not rule.samples:
+                results.append(SampleResult(definition.name, rule.name, "", False, "rule has no sample lines"))
+            for sample in rule.samples:
+                results.append(_check_sample(con, definition, rule, sample))
+    finally:
+        con.close()
+    return results
+
+
+def _check_sql_compiles(con: duckdb.DuckDBPyConnection, definition: Definition, results: list) -> None:
+    for fmt in definition.formats:
+        if fmt.record:
+            try:
+                con.execute("SELECT regexp_matches('x', ?)", [fmt.record]).fetchone()
+            except duckdb.Error as e:
+                results.append(SampleResult(definition.name, f"format {fmt.name}", "", False, f"record pattern: {e}"))
+
+
+def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, sample: dict) -> SampleResult:
+    message = sample.get("message", "")
+    # record fields, and path groups of the file the sample came from (executor label, block, …)
+    fields = {k: sample.get(k) for k in RECORD_FIELDS if k != "message"}
+    fields.update({k: str(v) for k, v in sample.items() if k not in fields and k not in _SAMPLE_KEYS})
+    con.execute("DROP TABLE IF EXISTS observations")
+    con.execute(OBSERVATIONS_DDL)
+    cols = ", ".join(
+        ["'sample' AS source", "'dir:000' AS run_key", "1::BIGINT AS line", "1000000000::BIGINT AS time_ns",
+         "NULL::BIGINT AS local_ns", "'dfk' AS clock", "?::VARCHAR AS message"]
+        + [f"?::VARCHAR AS {quote_ident(k)}" for k in fields]
+        + ["true AS is_record", "''::VARCHAR AS text"]
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS SELECT {cols}", [message, *fields.values()])
+    tables = {r.name: f"s_{i}" for i, r in enumerate(definition.rules)}
+    for t in tables.values():
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    created: set[str] = set()
+    try:
+        match_rule(con, rule, tables[rule.name], created)
+        n = emit_rule(con, definition, rule, tables, created)
+    except duckdb.Error as e:
+        return SampleResult(definition.name, rule.name, message, False, f"SQL error: {str(e).splitlines()[0]}")
+    expect = int(sample.get("expect", 1))
+    if n != expect:
+        return SampleResult(definition.name, rule.name, message, False, f"expected {expect} observations, got {n}")
+    want = sample.get("attributes", {})
+    if want:
+        got: dict = {}
+        for (a,) in con.execute("SELECT attributes FROM observations ORDER BY rowid").fetchall():
+            got.update(json.loads(a))
+        for k, v in want.items():
+            if got.get(k) != v:
+                return SampleResult(
+                    definition.name, rule.name, message, False, f"attribute {k}: expected {v!r}, got {got.get(k)!r}"
+                )
+    return SampleResult(definition.name, rule.name, message, True)

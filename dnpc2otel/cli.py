@@ -1,0 +1,216 @@
+"""Command line: a thin layer over the API (`replay`, `export`, converter checks).
+
+Errors a user can act on are printed as one line (`dnpc2otel: error: …`) with a non-zero exit; nothing
+prints a traceback unless DNPC2OTEL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import UserError
+from .otlp import PROTOCOLS, OtlpConfig, export
+
+err = Console(stderr=True)
+out = Console()
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+def _otlp_options(f):
+    f = click.option("--otlp-endpoint", metavar="URL",
+                     help="OTLP receiver, e.g. http://127.0.0.1:4318 (HTTP) or 127.0.0.1:4317 (gRPC). "
+                          "Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT.")(f)
+    f = click.option("--otlp-protocol", type=click.Choice([*PROTOCOLS, "http"]),
+                     help="Default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.")(f)
+    f = click.option("--otlp-header", "otlp_headers", multiple=True, metavar="KEY=VALUE",
+                     help="Extra request header (repeatable); adds to $OTEL_EXPORTER_OTLP_HEADERS.")(f)
+    f = click.option("--otlp-max-request-bytes", type=int, default=None,
+                     help="Split requests to stay under this size (default 3.5 MiB).")(f)
+    f = click.option("--otlp-retry-seconds", type=float, default=60.0, show_default=True,
+                     help="How long to keep retrying an unreachable receiver.")(f)
+    return f
+
+
+def _otlp_config(endpoint, protocol, headers, max_bytes, retry_s) -> OtlpConfig:
+    hdrs = {}
+    for h in headers:
+        if "=" not in h:
+            raise UserError(f"--otlp-header {h!r}: expected KEY=VALUE")
+        k, v = h.split("=", 1)
+        hdrs[k] = v
+    kw = {"retry_for_s": retry_s}
+    if max_bytes:
+        kw["max_request_bytes"] = max_bytes
+    return OtlpConfig.from_env(endpoint, protocol, hdrs, **kw)
+
+
+def _wants_export(endpoint: str | None) -> bool:
+    return bool(endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dnpc2otel")
+def cli() -> None:
+    """Rebuild traces of Parsl workflow runs from their logs, after the fact."""
+
+
+@cli.command()
+@click.argument("rundir", type=click.Path(path_type=Path))
+@click.option("--duckdb", "duckdb_path", type=click.Path(path_type=Path), default=None,
+              help="DuckDB file to write (default ./dnpc2otel.duckdb); an existing one is updated in place.")
+@_otlp_options
+@click.option("--no-export", is_flag=True, help="Do not export even if OTEL_EXPORTER_OTLP_* variables are set.")
+@click.option("--timezone", metavar="TZ",
+              help="UTC offset or zone of naive local times (e.g. +02:00, America/Chicago); default: inferred.")
+@click.option("--converters", "converter_dirs", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Directory of extra converter definitions (repeatable).")
+@click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
+           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, quiet) -> None:
+    """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
+    from .replay import replay as run_replay
+
+    config = None
+    if not no_export and _wants_export(otlp_endpoint):
+        config = _otlp_config(otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds)
+    with _progress(quiet) as progress:
+        task = progress.add_task("reading sources", total=None)
+        summary = run_replay(
+            rundir,
+            duckdb_path,
+            converter_dirs=list(converter_dirs),
+            timezone=timezone,
+            memory_limit=memory_limit,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_warning=lambda msg: err.print(f"[yellow]warning:[/] {msg}", highlight=False),
+        )
+    out.print(f"DuckDB: {summary.duckdb_path}", highlight=False)
+    if config:
+        trace_ids = [r["trace_id"] for r in summary.runs]
+        hint = (f"dnpc2otel export {summary.duckdb_path} --otlp-endpoint {config.endpoint} "
+                f"--otlp-protocol {config.protocol}")
+        with _progress(quiet, bytes_=False) as progress:
+            task = progress.add_task("exporting spans", total=summary.spans)
+            result = export(summary.duckdb_path, config, trace_ids,
+                            on_progress=lambda n: progress.update(task, completed=n), resume_hint=hint)
+        summary.exported_spans = result.spans
+        out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} "
+                  f"({config.protocol})", highlight=False)
+    if not quiet:
+        _print_summary(summary)
+
+
+@cli.command(name="export")
+@click.argument("database", type=click.Path(path_type=Path))
+@_otlp_options
+@click.option("--trace-id", "trace_ids", multiple=True, help="Export only this trace (repeatable).")
+@click.option("-q", "--quiet", is_flag=True)
+def export_cmd(database, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds,
+               trace_ids, quiet) -> None:
+    """(Re-)export the spans of an existing dnpc2otel DuckDB file over OTLP, without reading the logs."""
+    config = _otlp_config(otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds)
+    with _progress(quiet, bytes_=False) as progress:
+        task = progress.add_task("exporting spans", total=None)
+        result = export(database, config, list(trace_ids) or None,
+                        on_progress=lambda n: progress.update(task, completed=n))
+    out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} ({config.protocol})",
+              highlight=False)
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Replay every rule's sample lines and report mismatches.")
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
+def converters(check, dirs) -> None:
+    """List converter definitions (built-in and DIRS), or check their samples."""
+    from .checks import check_definition
+    from .definitions import load_all
+
+    defs = load_all(list(dirs))
+    if not check:
+        t = Table("name", "formats", "rules/queries", "definition")
+        for d in defs:
+            t.add_row(d.name, ", ".join(f.name for f in d.formats), str(len(d.rules) + len(d.queries)), str(d.path))
+        out.print(t)
+        return
+    failed = 0
+    total = 0
+    for d in defs:
+        for r in check_definition(d):
+            total += 1
+            if not r.ok:
+                failed += 1
+                out.print(f"FAIL {r.definition}/{r.rule}: {r.detail}  [{r.message}]", highlight=False)
+    out.print(f"{total - failed} samples passed, {failed} failed", highlight=False)
+    if failed:
+        sys.exit(1)
+
+
+def _progress(quiet: bool, bytes_: bool = True) -> Progress:
+    cols = [TextColumn("{task.description}"), BarColumn()]
+    cols += [DownloadColumn()] if bytes_ else [TextColumn("{task.completed}/{task.total}")]
+    cols += [TimeRemainingColumn()]
+    return Progress(*cols, console=err, transient=True, disable=quiet or not err.is_terminal)
+
+
+def _print_summary(s) -> None:
+    t = Table(title="replay summary", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for r in s.runs:
+        t.add_row(f"run {r['run_dir'] or ''}".strip(),
+                  f"{r['run_id'] or '(no run id)'}  trace {r['trace_id']}  UTC{r['utc_offset_seconds'] // 3600:+d}h "
+                  f"({r['offset_source']})")
+    t.add_row("contexts", ", ".join(f"{k} {v}" for k, v in s.contexts.items()))
+    t.add_row("spans / links / events", f"{s.spans} / {s.links} / {s.events}")
+    t.add_row("observations", str(s.observations))
+    read = [x for x in s.sources if not x.warning]
+    t.add_row("sources read", ", ".join(x.source for x in read) or "none")
+    t.add_row("lines not understood", str(s.lines_not_understood))
+    if s.dangling_links:
+        t.add_row("links to contexts no source describes", str(s.dangling_links))
+    if s.warnings:
+        t.add_row("warnings", str(len(s.warnings)))
+    if s.exported_spans is not None:
+        t.add_row("exported spans", str(s.exported_spans))
+    out.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="dnpc2otel", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("dnpc2otel: interrupted", highlight=False)
+        return 130
+    except click.ClickException as e:
+        err.print(f"dnpc2otel: error: {e.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        return e.exit_code if e.exit_code else EXIT_USAGE
+    except UserError as e:
+        err.print(f"dnpc2otel: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("dnpc2otel: interrupted", highlight=False)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
+        if os.environ.get("DNPC2OTEL_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        err.print(f"dnpc2otel: internal error: {type(e).__name__}: {first} (DNPC2OTEL_DEBUG=1 shows a traceback)",
+                  highlight=False, markup=False, soft_wrap=True)
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

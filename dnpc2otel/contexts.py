@@ -1,0 +1,347 @@
+"""Reconciliation: observations → contexts → spans, events and links (all in DuckDB SQL).
+
+Policy, in order:
+1. Runs. A source names its run either by Parsl run_id or by run directory ('dir:000'); `alias`
+   observations (parsl.log's "Run id is", monitoring.db's workflow.rundir) join the two. A run's
+   canonical key is its run_id when any source gives it.
+2. Time. Naive local times are shifted by the run's UTC offset (see `clock`).
+3. Contexts are every (run, type, id) observed or named as a parent; every run has a workflow context.
+4. Parents. A context may be asserted child_of several contexts. The primary parent is the one whose
+   type comes first in the context type's `parents` list (then the source of higher priority); the
+   others become span links with relation `also_child_of`. A context with no parent hangs under the
+   workflow, marked `dnpc.orphan`.
+5. Bounds. Start/end are the earliest/latest of the context's own observations; types that
+   `covers_children` widen to their children; a context with no time of its own takes its children's.
+6. Attributes. For each key the latest observed value wins (ties: the higher-priority source); every
+   value stays in `observations`. `otel.status_code` / `otel.status_description` become the status.
+7. Ids. trace_id = sha256('dnpc2otel/trace/' + run)[:32 hex]; span_id = sha256(run/type/id)[:16 hex]:
+   deterministic, so a replay yields the same ids and re-exports nothing new.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from . import clock
+from .definitions import ContextType
+from .templates import quote_literal
+
+MAX_DEPTH = 10
+
+
+def reconcile(
+    con: duckdb.DuckDBPyConnection,
+    types: dict[str, ContextType],
+    run_dirs: list[str] | None,
+    root: str,
+    timezone: str | None = None,
+) -> None:
+    """Build tables spans, span_events, span_links and runs from table observations."""
+    _runs(con, run_dirs, root)
+    clock.infer_offsets(con, timezone)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE obs_t AS
+        SELECT o.*, {clock.resolved_time_sql('o')} AS t
+        FROM obs o JOIN run_clock c USING (run)
+        """
+    )
+    _context_types(con, types)
+    _contexts(con)
+    _parents(con)
+    _attributes(con)
+    _bounds(con)
+    _spans(con, types)
+    _events(con)
+    _links(con)
+    _run_table(con)
+
+
+def _runs(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE run_map AS
+        WITH pairs AS (
+            SELECT DISTINCT run_key AS a, related_id AS b FROM observations
+            WHERE relation = 'alias' AND run_key IS NOT NULL AND related_id IS NOT NULL
+        ), adj AS (SELECT a AS k, b AS o FROM pairs UNION SELECT b, a FROM pairs),
+        keys AS (SELECT DISTINCT run_key AS k FROM observations WHERE run_key IS NOT NULL)
+        SELECT keys.k AS run_key,
+               coalesce(CASE WHEN NOT starts_with(keys.k, 'dir:') THEN keys.k END,
+                        min(adj.o) FILTER (WHERE NOT starts_with(adj.o, 'dir:')), keys.k) AS run
+        FROM keys LEFT JOIN adj ON adj.k = keys.k GROUP BY keys.k
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE run_dir AS
+        SELECT DISTINCT m.run, substr(k, 5) AS dir FROM run_map m,
+               (SELECT run_key AS k, run_key AS r FROM run_map
+                UNION SELECT related_id, run_key FROM observations WHERE relation = 'alias') x
+        WHERE x.r = m.run_key AND starts_with(x.k, 'dir:')
+        """
+    )
+    keep = "TRUE"
+    if run_dirs is not None:
+        dirs = ", ".join(quote_literal(d) for d in run_dirs)
+        keep = f"m.run IN (SELECT run FROM run_dir WHERE dir IN ({dirs}))"
+    # a run known only by its directory is seeded by the directory's absolute path: stable, and two
+    # run_dirs with a 000 each do not collide
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE obs AS
+        SELECT m.run, o.* FROM observations o JOIN run_map m USING (run_key) WHERE {keep}
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE run_seed AS
+        SELECT DISTINCT run, CASE WHEN starts_with(run, 'dir:')
+                                  THEN 'path:' || {quote_literal(root)} || '/' || substr(run, 5) ELSE run END AS seed
+        FROM obs
+        """
+    )
+
+
+def _context_types(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    rows = [(t.name, p, i) for t in types.values() for i, p in enumerate(t.parents)]
+    con.execute("CREATE OR REPLACE TEMP TABLE ctype_parent (type VARCHAR, parent_type VARCHAR, rank INTEGER)")
+    if rows:
+        con.executemany("INSERT INTO ctype_parent VALUES (?, ?, ?)", rows)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE ctype (type VARCHAR, service VARCHAR, default_name VARCHAR, covers BOOLEAN)"
+    )
+    if types:
+        con.executemany(
+            "INSERT INTO ctype VALUES (?, ?, ?, ?)",
+            [(t.name, t.service, t.default_name, t.covers_children) for t in types.values()],
+        )
+
+
+def _contexts(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx AS
+        SELECT DISTINCT run, context_type AS type, context_id AS id FROM obs
+        UNION SELECT run, related_type, related_id FROM obs WHERE relation = 'child_of'
+        UNION SELECT run, 'workflow', '' FROM obs
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_id AS
+        SELECT c.run, c.type, c.id, s.seed,
+               substr(sha256('dnpc2otel/trace/' || s.seed), 1, 32) AS trace_id,
+               substr(sha256(s.seed || '/' || c.type || '/' || c.id), 1, 16) AS span_id
+        FROM ctx c JOIN run_seed s USING (run)
+        """
+    )
+
+
+def _parents(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE parent_cand AS
+        SELECT o.run, o.context_type AS type, o.context_id AS id, o.related_type AS ptype, o.related_id AS pid,
+               coalesce(min(r.rank), 99) AS rank, min(o.priority) AS prio
+        FROM obs o LEFT JOIN ctype_parent r ON r.type = o.context_type AND r.parent_type = o.related_type
+        WHERE o.relation = 'child_of' AND NOT (o.related_type = o.context_type AND o.related_id = o.context_id)
+        GROUP BY ALL
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE parent_rank AS
+        SELECT *, row_number() OVER (PARTITION BY run, type, id ORDER BY rank, prio, ptype, pid) AS n
+        FROM parent_cand
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_parent AS
+        SELECT c.run, c.type, c.id,
+               CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.ptype, 'workflow') END AS ptype,
+               CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.pid, '') END AS pid,
+               p.ptype IS NULL AND NOT (c.type = 'workflow' AND c.id = '') AS orphan
+        FROM ctx c LEFT JOIN parent_rank p ON p.run = c.run AND p.type = c.type AND p.id = c.id AND p.n = 1
+        """
+    )
+
+
+def _attributes(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE kv AS
+        SELECT run, type, id, e.key AS k, e.value AS v, t, priority, source, line FROM (
+            SELECT run, context_type AS type, context_id AS id, t, priority, source, line,
+                   unnest(map_entries(CAST(CAST(attributes AS JSON) AS MAP(VARCHAR, JSON)))) AS e
+            FROM obs_t WHERE attributes IS NOT NULL AND attributes <> '{}'
+        ) WHERE e.value IS NOT NULL
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_attr AS
+        SELECT run, type, id, k,
+               first(v ORDER BY t DESC NULLS LAST, priority, source, line) AS v,
+               count(DISTINCT v) AS n_values
+        FROM kv GROUP BY run, type, id, k
+        """
+    )
+
+
+def _bounds(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_bounds AS
+        SELECT c.run, c.type, c.id, p.ptype, p.pid, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
+               coalesce(ct.covers, false) AS covers
+        FROM ctx c
+        JOIN ctx_parent p USING (run, type, id)
+        LEFT JOIN (SELECT run, context_type AS type, context_id AS id, min(t) AS s, max(t) AS e
+                   FROM obs_t WHERE t IS NOT NULL GROUP BY ALL) b USING (run, type, id)
+        LEFT JOIN ctype ct ON ct.type = c.type
+        """
+    )
+    # widen parents that cover their children (and parents with no time of their own), level by level
+    for _ in range(MAX_DEPTH):
+        changed = con.execute(
+            """
+            UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
+            FROM (SELECT run, ptype, pid, min(s) AS s, max(e) AS e FROM ctx_bounds WHERE s IS NOT NULL
+                  GROUP BY ALL) ch
+            WHERE ch.run = p.run AND ch.ptype = p.type AND ch.pid = p.id AND (p.covers OR p.untimed OR p.type = 'workflow')
+              AND (p.s IS NULL OR ch.s < p.s OR ch.e > p.e)
+            """
+        ).fetchone()
+        if not changed or changed[0] == 0:
+            break
+    # still untimed (no own time, no timed child): a zero-length span at the parent's start
+    for _ in range(MAX_DEPTH):
+        changed = con.execute(
+            """
+            UPDATE ctx_bounds AS c SET s = p.s, e = p.s
+            FROM ctx_bounds p
+            WHERE c.s IS NULL AND p.run = c.run AND p.type = c.ptype AND p.id = c.pid AND p.s IS NOT NULL
+            """
+        ).fetchone()
+        if not changed or changed[0] == 0:
+            break
+
+
+def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    name_cases = []
+    for t in types.values():
+        attrs = [f"json_extract_string(a.attrs, {quote_literal('$.' + _jp(k))})" for k in t.name_attributes]
+        name_cases.append(
+            f"WHEN {quote_literal(t.name)} THEN coalesce({', '.join(attrs + [quote_literal(t.default_name)])})"
+        )
+    name_sql = f"CASE c.type {' '.join(name_cases)} ELSE c.type END" if name_cases else "c.type"
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_attrs AS
+        SELECT run, type, id,
+               -- keys in order, so that a replay writes byte-identical JSON
+               '{' || coalesce(string_agg(to_json(k) || ':' || v::VARCHAR, ',' ORDER BY k)
+                                 FILTER (WHERE NOT starts_with(k, 'otel.')), '') || '}' AS attrs,
+               max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_code') AS status_code,
+               max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_description') AS status_message
+        FROM ctx_attr GROUP BY ALL
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE spans_out AS
+        SELECT i.trace_id, i.span_id, pi.span_id AS parent_span_id,
+               {name_sql} AS name,
+               coalesce(ct.service, 'dnpc2otel') AS service_name,
+               c.type AS context_type,
+               c.s AS start_time_unix_nano, greatest(c.e, c.s) AS end_time_unix_nano,
+               CASE WHEN upper(a.status_code) = 'ERROR' THEN 'ERROR' WHEN upper(a.status_code) = 'OK' THEN 'OK'
+                    ELSE 'UNSET' END AS status_code,
+               CASE WHEN upper(a.status_code) = 'ERROR' THEN a.status_message END AS status_message,
+               json_merge_patch(
+                   coalesce(a.attrs, '{{}}'),
+                   json_object('dnpc.context_type', c.type, 'dnpc.context_id', c.id,
+                               'parsl.run_id', CASE WHEN starts_with(c.run, 'dir:') THEN NULL ELSE c.run END,
+                               'dnpc.orphan', CASE WHEN c.orphan THEN true END,
+                               'dnpc.sources', src.sources)) AS attributes,
+               c.run
+        FROM ctx_bounds c
+        JOIN ctx_id i USING (run, type, id)
+        LEFT JOIN ctx_id pi ON pi.run = c.run AND pi.type = c.ptype AND pi.id = c.pid
+        LEFT JOIN ctx_attrs a USING (run, type, id)
+        LEFT JOIN ctype ct ON ct.type = c.type
+        LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
+                          list(DISTINCT converter ORDER BY converter) AS sources
+                   FROM obs GROUP BY ALL) src USING (run, type, id)
+        """
+    )
+
+
+def _events(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE span_events_out AS
+        SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.event AS name,
+               json_merge_patch(json_merge_patch(json_merge_patch('{}', coalesce(o.attributes, '{}')),
+                                                 coalesce(o.event_attributes, '{}')),
+                   json_object('dnpc.source', o.source, 'dnpc.line', o.line, 'dnpc.converter', o.converter,
+                               'dnpc.rule', o.rule, 'dnpc.clock', o.clock)) AS attributes
+        FROM obs_t o JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id
+        WHERE o.event IS NOT NULL AND o.t IS NOT NULL
+        """
+    )
+
+
+def _links(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE span_links_out AS
+        WITH rel AS (
+            SELECT run, context_type AS type, context_id AS id, related_type AS ltype, related_id AS lid,
+                   relation, min(source) AS source, min(line) AS line
+            FROM obs WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
+            UNION ALL
+            SELECT run, type, id, ptype, pid, 'also_child_of', NULL, NULL FROM parent_rank WHERE n > 1
+        )
+        SELECT i.trace_id, i.span_id, l.trace_id AS linked_trace_id, l.span_id AS linked_span_id,
+               json_object('dnpc.relation', r.relation, 'dnpc.linked_context', r.ltype || ':' || r.lid,
+                           'dnpc.source', r.source, 'dnpc.line', r.line) AS attributes
+        FROM rel r
+        JOIN ctx_id i ON i.run = r.run AND i.type = r.type AND i.id = r.id
+        JOIN ctx_id l ON l.run = r.run AND l.type = r.ltype AND l.id = r.lid
+        """
+    )
+    # links whose target context no source describes are not emitted; count them for the summary
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE dangling_links AS
+        SELECT o.run, o.context_type, o.context_id, o.relation, o.related_type, o.related_id
+        FROM obs o LEFT JOIN ctx_id l ON l.run = o.run AND l.type = o.related_type AND l.id = o.related_id
+        WHERE o.relation NOT IN ('child_of', 'alias') AND l.span_id IS NULL
+        """
+    )
+
+
+def _run_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE runs_out AS
+        SELECT s.run AS run_key,
+               CASE WHEN starts_with(s.run, 'dir:') THEN NULL ELSE s.run END AS run_id,
+               (SELECT string_agg(dir, ',' ORDER BY dir) FROM run_dir d WHERE d.run = s.run) AS run_dir,
+               i.trace_id,
+               (c.offset_ns // 1000000000)::INTEGER AS utc_offset_seconds, c.tz AS timezone, c.offset_source,
+               w.start_time_unix_nano, w.end_time_unix_nano,
+               (SELECT count(*) FROM spans_out x WHERE x.run = s.run) AS spans
+        FROM run_seed s
+        JOIN ctx_id i ON i.run = s.run AND i.type = 'workflow' AND i.id = ''
+        JOIN run_clock c ON c.run = s.run
+        JOIN spans_out w ON w.run = s.run AND w.span_id = i.span_id
+        """
+    )
+
+
+def _jp(key: str) -> str:
+    return '"' + key.replace('"', '\\"') + '"'

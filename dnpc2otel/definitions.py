@@ -1,0 +1,267 @@
+"""Converter definitions: one TOML file per source format (see converters/ and the README).
+
+A definition names its source (files matched by a path regular expression relative to the run_dir), how
+records are read from it (`formats`), and how records become observations (`rules` for logs, `queries`
+for SQLite). It may declare the context types it introduces. This module only loads and checks the
+definitions; `observe` executes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import DefinitionError
+from .templates import fields_of
+
+KINDS = ("lines", "jsonl", "sqlite")
+RECORD_FIELDS = ("message", "logger", "level", "func", "lineno", "process", "thread")
+
+
+@dataclass(frozen=True)
+class ContextType:
+    name: str
+    default_name: str
+    name_attributes: tuple[str, ...] = ()
+    service: str = "dnpc2otel"
+    parents: tuple[str, ...] = ()  # preferred parent types, best first
+    covers_children: bool = False  # span widened to cover its children (workflow, executor)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    kind: str
+    files: re.Pattern[str]
+    record: str | None = None  # lines: regular expression with named groups
+    fields: dict[str, str] = field(default_factory=dict)  # jsonl: record field → JSON key
+    time: str | None = None
+    time_format: str = "epoch"  # epoch | epoch_us | strptime format (naive local time)
+    local_time: str | None = None
+    local_time_format: str | None = None
+    clock: str = "dfk"
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
+class Emit:
+    context: str  # "type:{id template}"
+    event: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    event_attributes: dict[str, str] = field(default_factory=dict)
+    parent: str | None = None
+    link: str | None = None
+    relation: str | None = None
+    alias: str | None = None
+    where: str | None = None
+    each: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def context_type(self) -> str:
+        return self.context.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Carry:
+    source_rule: str
+    key: tuple[str, ...]
+    fields: tuple[str, ...]
+    direction: str = "previous"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: str
+    groups: tuple[str, ...]
+    emit: tuple[Emit, ...]
+    input_field: str = "message"  # the record field the pattern is matched against
+    logger: str | None = None
+    derive: dict[str, str] = field(default_factory=dict)
+    carry: Carry | None = None
+    samples: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    sql: str
+    alternatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    description: str
+    service: str
+    priority: int
+    path: Path
+    formats: tuple[Format, ...]
+    rules: tuple[Rule, ...] = ()
+    queries: tuple[Query, ...] = ()
+    contexts: dict[str, ContextType] = field(default_factory=dict)
+
+
+def builtin_dir() -> Path:
+    try:
+        return Path(str(resources.files("dnpc2otel.converters")))
+    except ModuleNotFoundError:  # running from a source tree that is not installed
+        return Path(__file__).resolve().parent.parent / "converters"
+
+
+def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
+    """The built-in definitions, then those in `extra_dirs` and $DNPC2OTEL_CONVERTERS (":"-separated).
+
+    A user definition with the name of a built-in one replaces it.
+    """
+    dirs = [builtin_dir()]
+    env = os.environ.get("DNPC2OTEL_CONVERTERS")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs += list(extra_dirs or [])
+    by_name: dict[str, Definition] = {}
+    for d in dirs:
+        if not d.is_dir():
+            raise DefinitionError(f"converter directory {d} does not exist")
+        for path in sorted(d.glob("*.toml")):
+            definition = load(path)
+            by_name[definition.name] = definition
+    return list(by_name.values())
+
+
+def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
+    types: dict[str, ContextType] = {}
+    for d in definitions:
+        for name, ct in d.contexts.items():
+            if name in types and types[name] != ct:
+                raise DefinitionError(f"{d.path}: context type {name!r} is declared differently elsewhere")
+            types[name] = ct
+    return types
+
+
+def load(path: Path) -> Definition:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise DefinitionError(f"{path}: cannot read converter definition: {e}") from None
+    try:
+        return _build(path, raw)
+    except (KeyError, TypeError, ValueError, re.error) as e:
+        raise DefinitionError(f"{path}: invalid converter definition: {type(e).__name__}: {e}") from None
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Definition:
+    name = raw["name"]
+    formats = tuple(_format(f) for f in raw.get("formats", []))
+    if not formats:
+        raise ValueError("at least one [[formats]] entry is needed")
+    rules = tuple(_rule(r) for r in raw.get("rules", []))
+    rule_names = {r.name for r in rules}
+    for r in rules:
+        if r.carry and r.carry.source_rule not in rule_names:
+            raise ValueError(f"rule {r.name}: carry from unknown rule {r.carry.source_rule!r}")
+    queries = tuple(
+        Query(q["name"], q["sql"], tuple(q.get("alternatives", []))) for q in raw.get("queries", [])
+    )
+    contexts = {
+        k: ContextType(
+            name=k,
+            default_name=v.get("default_name", k),
+            name_attributes=tuple(v.get("name", [])),
+            service=v.get("service", raw.get("service", "dnpc2otel")),
+            parents=tuple(v.get("parents", [])),
+            covers_children=bool(v.get("covers_children", False)),
+        )
+        for k, v in raw.get("contexts", {}).items()
+    }
+    return Definition(
+        name=name,
+        description=raw.get("description", ""),
+        service=raw.get("service", name),
+        priority=int(raw.get("priority", 50)),
+        path=path,
+        formats=formats,
+        rules=rules,
+        queries=queries,
+        contexts=contexts,
+    )
+
+
+def _format(f: dict[str, Any]) -> Format:
+    kind = f["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"format {f.get('name')}: kind must be one of {KINDS}")
+    record = f.get("record")
+    if kind == "lines":
+        if not record:
+            raise ValueError(f"format {f['name']}: a lines format needs a `record` pattern")
+        groups = set(re.compile(record).groupindex)
+        if "message" not in groups:
+            raise ValueError(f"format {f['name']}: the record pattern needs a (?P<message>…) group")
+    return Format(
+        name=f["name"],
+        kind=kind,
+        files=re.compile(f["files"]),
+        record=record,
+        fields=dict(f.get("fields", {})),
+        time=f.get("time"),
+        time_format=f.get("time_format", "epoch"),
+        local_time=f.get("local_time"),
+        local_time_format=f.get("local_time_format"),
+        clock=f.get("clock", "dfk"),
+        multiline=bool(f.get("multiline", False)),
+    )
+
+
+def _rule(r: dict[str, Any]) -> Rule:
+    pattern = re.compile(r["match"])
+    groups = tuple(sorted(pattern.groupindex, key=pattern.groupindex.__getitem__))
+    carry = None
+    if "carry" in r:
+        c = r["carry"]
+        carry = Carry(c["from"], tuple(c["key"]), tuple(c["fields"]), c.get("direction", "previous"))
+        if carry.direction not in ("previous", "next"):
+            raise ValueError(f"rule {r['name']}: carry direction is 'previous' or 'next'")
+    emits = tuple(
+        Emit(
+            context=e["context"],
+            event=e.get("event"),
+            attributes=dict(e.get("attributes", {})),
+            event_attributes=dict(e.get("event_attributes", {})),
+            parent=e.get("parent"),
+            link=e.get("link"),
+            relation=e.get("relation"),
+            alias=e.get("alias"),
+            where=e.get("where"),
+            each=dict(e.get("each", {})),
+        )
+        for e in r["emit"]
+    )
+    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ())
+    for e in emits:
+        if ":" not in e.context:
+            raise ValueError(f"rule {r['name']}: context {e.context!r} must be 'type:id-template'")
+        if e.link and not e.relation:
+            raise ValueError(f"rule {r['name']}: a link needs a relation")
+        templates = [e.context, e.event or "", e.parent or "", e.link or "", e.alias or ""]
+        templates += list(e.attributes.values()) + list(e.event_attributes.values())
+        used = set().union(*(fields_of(t) for t in templates))
+        unknown = used - known - set(e.each) - set(RECORD_FIELDS)
+        if unknown:
+            raise ValueError(f"rule {r['name']}: unknown fields {sorted(unknown)} in templates")
+    return Rule(
+        name=r["name"],
+        match=r["match"],
+        groups=groups,
+        emit=emits,
+        input_field=r.get("field", "message"),
+        logger=r.get("logger"),
+        derive=dict(r.get("derive", {})),
+        carry=carry,
+        samples=tuple(r.get("samples", [])),
+    )

@@ -1,0 +1,480 @@
+"""Run converter definitions over source files: records → rule matches → observation rows, in DuckDB.
+
+Data stays columnar all the way: a log file is read in large chunks, split into lines and parsed by
+DuckDB's vectorised regular expressions; only rows a rule matches are kept (in one staging table per
+rule); derived and carried fields and the emitted observations are computed by SQL over those tables.
+No Python object is made per line.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from .definitions import RECORD_FIELDS, Definition, Emit, Format, Query, Rule
+from .observations import COLUMNS
+from .templates import json_object_sql, quote_ident, quote_literal, to_sql
+from .timeparse import is_epoch, to_ns
+
+CHUNK_BYTES = 32 << 20
+BASE_COLUMNS = ("source", "run_key", "line", "time_ns", "local_ns", "clock") + RECORD_FIELDS
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    rel: str  # relative to the run_dir, with '/' separators
+    definition: Definition
+    format: Format
+    groups: dict[str, str | None]  # named groups of the format's `files` pattern
+
+    @property
+    def run_key(self) -> str | None:
+        rundir = self.groups.get("rundir")
+        return f"dir:{rundir}" if rundir else None
+
+
+@dataclass
+class FileStats:
+    source: str
+    converter: str
+    format: str
+    bytes: int = 0
+    lines: int = 0
+    records: int = 0
+    observations: int = 0
+    not_understood: int = 0
+    invalid_bytes: bool = False
+    warning: str | None = None
+
+
+@dataclass
+class Observer:
+    """Fills the `observations` and `sources` tables of `con`."""
+
+    con: duckdb.DuckDBPyConnection
+    on_bytes: Callable[[int], None] = lambda n: None
+    on_warning: Callable[[str], None] = lambda msg: None
+    stats: list[FileStats] = field(default_factory=list)
+
+    def observe(self, definition: Definition, files: list[SourceFile]) -> None:
+        if not files:
+            return
+        line_files = [f for f in files if f.format.kind in ("lines", "jsonl")]
+        if line_files:
+            self._observe_logs(definition, line_files)
+        for f in files:
+            if f.format.kind == "sqlite":
+                self._observe_sqlite(definition, f)
+
+    # ------------------------------------------------------------------ logs
+    def _observe_logs(self, definition: Definition, files: list[SourceFile]) -> None:
+        path_groups = sorted({g for f in files for g in f.format.files.groupindex} - {"rundir"})
+        tables = {r.name: f"m_{_ident(definition.name)}_{i}" for i, r in enumerate(definition.rules)}
+        for t in tables.values():
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        created: set[str] = set()
+        for f in files:
+            st = FileStats(f.rel, definition.name, f.format.name)
+            self.stats.append(st)
+            try:
+                self._read_log(f, st, path_groups, definition.rules, tables, created)
+            except OSError as e:
+                st.warning = f"cannot read: {e.strerror or e}"
+                self.on_warning(f"{f.rel}: {st.warning}; skipped")
+        for rule in definition.rules:
+            if tables[rule.name] in created:
+                n = emit_rule(self.con, definition, rule, tables, created)
+                self._count_observations(definition, rule, n)
+        for t in created:
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+
+    def _count_observations(self, definition: Definition, rule: Rule, n: int) -> None:
+        if n == 0:
+            return
+        counts = self.con.execute(
+            "SELECT source, count(*) FROM observations WHERE converter = ? AND rule = ? GROUP BY source",
+            [definition.name, rule.name],
+        ).fetchall()
+        by_source = dict(counts)
+        for st in self.stats:
+            if st.converter == definition.name and st.source in by_source:
+                st.observations += by_source.pop(st.source)
+
+    def _read_log(
+        self,
+        f: SourceFile,
+        st: FileStats,
+        path_groups: list[str],
+        rules: tuple[Rule, ...],
+        tables: dict[str, str],
+        created: set[str],
+    ) -> None:
+        record_sql = _record_sql(f, path_groups)
+        seen_record = False
+        line0 = 0
+        for text, n_lines, nbytes, invalid in _chunks(f.path):
+            st.bytes += nbytes
+            st.invalid_bytes |= invalid
+            self.on_bytes(nbytes)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {record_sql}", [text, line0])
+            is_first_chunk = not seen_record
+            row = self.con.execute(
+                "SELECT count(*) FILTER (WHERE is_record), "
+                "count(*) FILTER (WHERE NOT is_record AND text <> '' AND "
+                "  (NOT ? OR line < coalesce((SELECT min(line) FROM rec WHERE is_record), 9e18))) "
+                "FROM rec",
+                [f.format.multiline and is_first_chunk],
+            ).fetchone()
+            assert row is not None
+            st.records += row[0]
+            # a line that fits no record format is not understood, unless it continues a multi-line record
+            if not (f.format.multiline and not is_first_chunk):
+                st.not_understood += row[1]
+            seen_record |= row[0] > 0
+            st.lines += n_lines
+            line0 += n_lines
+            for rule in rules:
+                match_rule(self.con, rule, tables[rule.name], created)
+
+    # ------------------------------------------------------------------ SQLite
+    def _observe_sqlite(self, definition: Definition, f: SourceFile) -> None:
+        st = FileStats(f.rel, definition.name, f.format.name, bytes=f.path.stat().st_size)
+        self.stats.append(st)
+        self.on_bytes(st.bytes)
+        try:
+            db = _open_sqlite(f.path)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as e:
+            st.warning = f"not a readable SQLite database ({e})"
+            self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
+            return
+        try:
+            for q in definition.queries:
+                try:
+                    batches = _run_query(db, q)
+                except sqlite3.Error as e:
+                    st.warning = f"query {q.name} failed ({e})"
+                    self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
+                    continue
+                for table in batches:
+                    st.lines += table.num_rows
+                    st.records += table.num_rows
+                    st.observations += _insert_query_rows(self.con, definition, f, q, table)
+        finally:
+            db.close()
+
+
+# ---------------------------------------------------------------------- reading logs
+def _chunks(path: Path):
+    """Yield (text, lines, bytes, had_invalid_utf8) for large chunks of whole lines."""
+    with open(path, "rb") as fh:
+        rest = b""
+        while True:
+            block = fh.read(CHUNK_BYTES)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1 :]
+            yield _decode(data[: cut + 1])
+        if rest:
+            yield _decode(rest + b"\n")
+
+
+def _decode(data: bytes) -> tuple[str, int, int, bool]:
+    invalid = False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        invalid = True
+    if "\x00" in text:  # NUL cannot travel in a SQL string parameter
+        text = text.replace("\x00", "\ufffd")
+        invalid = True
+    n = text.count("\n")
+    return text[:-1] if text.endswith("\n") else text, n, len(data), invalid
+
+
+def _record_sql(f: SourceFile, path_groups: list[str]) -> str:
+    """SQL over parameters ($1 chunk text, $2 first line number - 1) giving one row per line."""
+    fmt = f.format
+    lines = (
+        "SELECT generate_subscripts(l, 1) + $2 AS line, unnest(l) AS text "
+        "FROM (SELECT string_split($1, chr(10)) AS l)"
+    )
+    if fmt.kind == "lines":
+        assert fmt.record is not None
+        names = list(_group_names(fmt.record))
+        pat = quote_literal(fmt.record)
+        parsed = (
+            f"SELECT line, text, regexp_matches(text, {pat}) AS is_record, "
+            f"regexp_extract(text, {pat}, [{', '.join(quote_literal(n) for n in names)}]) AS r FROM ({lines})"
+        )
+
+        def fld(name: str | None) -> str:
+            return f"nullif(r.{quote_ident(name)}, '')" if name and name in names else "NULL"
+
+        message = "r.message"
+    else:  # jsonl
+        parsed = f"SELECT line, text, json_valid(text) AS is_record, text AS r FROM ({lines})"
+
+        def fld(name: str | None) -> str:
+            if not name:
+                return "NULL"
+            key = fmt.fields.get(name, name)
+            return f"CASE WHEN is_record THEN json_extract(r, {quote_literal('$.' + _json_path(key))})::VARCHAR END"
+
+        message = f"CASE WHEN is_record THEN json_extract_string(r, {quote_literal('$.' + _json_path(fmt.fields.get('message', 'message')))}) END"
+
+    def raw_text(name: str | None) -> str:
+        # JSON strings come quoted from json_extract: unquote them; numbers stay as written
+        v = fld(name)
+        return f"trim({v}, '\"')" if fmt.kind == "jsonl" else v
+
+    time_col = raw_text(fmt.time) if fmt.time else "NULL"
+    local_col = raw_text(fmt.local_time) if fmt.local_time else "NULL"
+    if fmt.time and is_epoch(fmt.time_format):
+        time_ns, local_ns = to_ns(time_col, fmt.time_format), "NULL"
+        if fmt.local_time:
+            local_ns = to_ns(local_col, fmt.local_time_format or "timestamp")
+    elif fmt.time:
+        time_ns, local_ns = "NULL", to_ns(time_col, fmt.time_format)
+    else:
+        time_ns, local_ns = "NULL", "NULL"
+    cols = [
+        f"{quote_literal(f.rel)} AS source",
+        f"{quote_literal(f.run_key) if f.run_key else 'NULL'}::VARCHAR AS run_key",
+        "line",
+        f"CAST({time_ns} AS BIGINT) AS time_ns",
+        f"CAST({local_ns} AS BIGINT) AS local_ns",
+        f"{quote_literal(fmt.clock)} AS clock",
+        f"{message} AS message",
+    ]
+    cols += [f"{raw_text(n)} AS {n}" for n in RECORD_FIELDS if n != "message"]
+    cols += [
+        f"{quote_literal(f.groups[g]) if f.groups.get(g) is not None else 'NULL'}::VARCHAR AS {quote_ident(g)}"
+        for g in path_groups
+    ]
+    cols += ["is_record", "text"]
+    return f"SELECT {', '.join(cols)} FROM ({parsed})"
+
+
+def _json_path(key: str) -> str:
+    return '"' + key.replace('"', '\\"') + '"'
+
+
+def _group_names(pattern: str) -> tuple[str, ...]:
+    import re
+
+    p = re.compile(pattern)
+    return tuple(sorted(p.groupindex, key=p.groupindex.__getitem__))
+
+
+# ---------------------------------------------------------------------- rules
+def match_rule(con: duckdb.DuckDBPyConnection, rule: Rule, table: str, created: set[str]) -> None:
+    """Append the records of table `rec` that `rule` matches to its staging table."""
+    pat = quote_literal(rule.match)
+    where = f"is_record AND regexp_matches({quote_ident(rule.input_field)}, {pat})"
+    if rule.logger:
+        where += f" AND starts_with(logger, {quote_literal(rule.logger)})"
+    if rule.groups:
+        names = ", ".join(quote_literal(g) for g in rule.groups)
+        groups = ", ".join(f"nullif(g.{quote_ident(g)}, '') AS {quote_ident(g)}" for g in rule.groups)
+        select = (
+            f"SELECT * EXCLUDE (g, is_record, text), {groups} FROM "
+            f"(SELECT *, regexp_extract({quote_ident(rule.input_field)}, {pat}, [{names}]) AS g FROM rec WHERE {where})"
+        )
+    else:
+        select = f"SELECT * EXCLUDE (is_record, text) FROM rec WHERE {where}"
+    if table in created:
+        con.execute(f"INSERT INTO {table} {select}")
+    else:
+        con.execute(f"CREATE TEMP TABLE {table} AS {select}")
+        created.add(table)
+
+
+def emit_rule(
+    con: duckdb.DuckDBPyConnection,
+    definition: Definition,
+    rule: Rule,
+    tables: dict[str, str],
+    created: set[str],
+    target: str = "observations",
+) -> int:
+    """Turn a rule's staged matches into observation rows; returns how many."""
+    table = tables[rule.name]
+    base = f"SELECT * FROM {table}"
+    if rule.carry:
+        c = rule.carry
+        src = tables[c.source_rule]
+        if src not in created:
+            base = f"SELECT *, {', '.join(f'NULL::VARCHAR AS {quote_ident(x)}' for x in c.fields)} FROM {table}"
+        else:
+            keys = ", ".join(quote_ident(k) for k in c.key)
+            frame = (
+                "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+                if c.direction == "previous"
+                else "ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING"
+            )
+            fn = "last_value" if c.direction == "previous" else "first_value"
+            carried = ", ".join(
+                f"{fn}({quote_ident(x)} IGNORE NULLS) OVER (PARTITION BY source, {keys} ORDER BY line {frame}) "
+                f"AS {quote_ident(x)}"
+                for x in c.fields
+            )
+            src_cols = ", ".join(quote_ident(x) for x in ("source", "line", *c.key, *c.fields))
+            base = (
+                f"SELECT * EXCLUDE (__self) FROM (SELECT * EXCLUDE ({', '.join(quote_ident(x) for x in c.fields)}), "
+                f"{carried} FROM (SELECT *, true AS __self FROM {table} UNION ALL BY NAME "
+                f"SELECT {src_cols}, false AS __self FROM {src})) WHERE __self"
+            )
+    if rule.derive:
+        derived = ", ".join(f"({expr}) AS {quote_ident(k)}" for k, expr in rule.derive.items())
+        base = f"SELECT *, {derived} FROM ({base})"
+    total = 0
+    for i, emit in enumerate(rule.emit):
+        sql = _emit_sql(definition, rule, emit, base, i)
+        row = con.execute(f"INSERT INTO {target} {sql}").fetchone()
+        total += int(row[0]) if row else 0
+    return total
+
+
+def _emit_sql(definition: Definition, rule: Rule, emit: Emit, base: str, index: int) -> str:
+    src = base
+    if emit.each:
+        unnests = ", ".join(f"unnest({expr}) AS {quote_ident(k)}" for k, expr in emit.each.items())
+        src = f"SELECT *, {unnests} FROM ({base})"
+    ctype, cid = emit.context.split(":", 1)
+    relation, rtype, rid = "NULL", "NULL", "NULL"
+    if emit.parent:
+        ptype, pid = emit.parent.split(":", 1)
+        relation, rtype, rid = "'child_of'", quote_literal(ptype), to_sql(pid)
+    elif emit.link:
+        ltype, lid = emit.link.split(":", 1)
+        relation, rtype, rid = quote_literal(emit.relation or "link"), quote_literal(ltype), to_sql(lid)
+    elif emit.alias:
+        relation, rtype, rid = "'alias'", "'run'", to_sql(emit.alias)
+    cols = {
+        "run_key": "run_key",
+        "context_type": quote_literal(ctype),
+        "context_id": to_sql(cid),
+        "event": to_sql(emit.event) if emit.event else "NULL",
+        "time_ns": "time_ns",
+        "local_ns": "local_ns",
+        "clock": "clock",
+        "attributes": json_object_sql(emit.attributes),
+        "event_attributes": json_object_sql(emit.event_attributes),
+        "relation": relation,
+        "related_type": rtype,
+        "related_id": rid,
+        "source": "source",
+        "line": "line",
+        "converter": quote_literal(definition.name),
+        "rule": quote_literal(rule.name),
+        "priority": str(definition.priority),
+    }
+    where = ["context_id IS NOT NULL"]
+    if emit.parent or emit.link or emit.alias:
+        where.append("related_id IS NOT NULL")
+    select = ", ".join(f"{expr} AS {name}" for name, expr in cols.items())
+    cond = f" WHERE {emit.where}" if emit.where else ""
+    return f"SELECT * FROM (SELECT {select} FROM ({src}){cond}) WHERE {' AND '.join(where)}"
+
+
+# ---------------------------------------------------------------------- SQLite sources
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    uri = f"file:{path.resolve().as_posix()}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        # a database on a read-only medium, or with a -wal we may not touch: read it as immutable
+        return sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True)
+
+
+def _run_query(db: sqlite3.Connection, q: Query):
+    last: sqlite3.Error | None = None
+    for sql in (q.sql, *q.alternatives):
+        try:
+            cur = db.execute(sql)
+        except sqlite3.OperationalError as e:
+            last = e
+            continue
+        names = [d[0] for d in cur.description]
+        out = []
+        while True:
+            rows = cur.fetchmany(100_000)
+            if not rows:
+                break
+            columns = list(zip(*rows, strict=True))
+            out.append(pa.table({n: _arrow_column(col) for n, col in zip(names, columns, strict=True)}))
+        return out
+    assert last is not None
+    raise last
+
+
+def _arrow_column(values: tuple) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # SQLite's loose typing: one column, several types
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _insert_query_rows(
+    con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, table: pa.Table
+) -> int:
+    present = set(table.column_names)
+
+    def col(name: str) -> str:
+        return quote_ident(name) if name in present else "NULL"
+
+    relation = (
+        "CASE WHEN parent IS NOT NULL THEN 'child_of' WHEN link IS NOT NULL THEN relation "
+        "WHEN alias IS NOT NULL THEN 'alias' END"
+    )
+    rel_name = {"parent": "parent", "link": "link", "alias": "alias", "relation": "relation"}
+    related = "coalesce(" + ", ".join(col(x) for x in ("parent", "link")) + ")"
+    view = f"q_{_ident(definition.name)}_{_ident(q.name)}"
+    con.register(view, table)
+    try:
+        sub = (
+            f"SELECT {col('run_key')} AS run_key, {col('context')} AS context, {col('event')} AS event, "
+            f"{col('time_local')} AS time_local, {col('time_epoch')} AS time_epoch, {col('clock')} AS clock, "
+            f"{col('attributes')} AS attributes, {col('event_attributes')} AS event_attributes, "
+            f"{col(rel_name['parent'])} AS parent, "
+            f"{col(rel_name['link'])} AS link, {col(rel_name['relation'])} AS relation, "
+            f"{col(rel_name['alias'])} AS alias, {related} AS related, {col('line')} AS line FROM {view}"
+        )
+        ctype = "split_part(context, ':', 1)"
+        cid = "substr(context, strpos(context, ':') + 1)"
+        rtype = (
+            "CASE WHEN alias IS NOT NULL AND related IS NULL THEN 'run' "
+            "ELSE split_part(related, ':', 1) END"
+        )
+        rid = "CASE WHEN related IS NULL THEN alias ELSE substr(related, strpos(related, ':') + 1) END"
+        select = (
+            f"SELECT run_key, {ctype}, {cid}, event, {to_ns('time_epoch', 'epoch')}, "
+            f"{to_ns('time_local', 'timestamp')}, coalesce(clock, 'dfk'), coalesce(attributes, '{{}}'), "
+            f"coalesce(event_attributes, '{{}}'), "
+            f"{relation}, {rtype}, {rid}, {quote_literal(f.rel)}, TRY_CAST(line AS BIGINT), "
+            f"{quote_literal(definition.name)}, {quote_literal(q.name)}, {definition.priority} "
+            f"FROM ({sub}) WHERE context IS NOT NULL AND run_key IS NOT NULL"
+        )
+        row = con.execute(f"INSERT INTO observations ({', '.join(COLUMNS)}) {select}").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        con.unregister(view)
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)

@@ -1,0 +1,141 @@
+"""`replay`: a Parsl run directory → DuckDB (and OTLP). The CLI's `dnpc2otel replay` is this function.
+
+sources (converters) → observations → contexts and reconciliation → exporters.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from . import clock, contexts, definitions, rundir, store
+from .errors import UserError
+from .observations import OBSERVATIONS_DDL, SOURCES_DDL
+from .observe import FileStats, Observer
+
+DEFAULT_DUCKDB = "dnpc2otel.duckdb"
+
+
+@dataclass
+class ReplaySummary:
+    duckdb_path: Path
+    runs: list[dict] = field(default_factory=list)
+    contexts: dict[str, int] = field(default_factory=dict)
+    spans: int = 0
+    links: int = 0
+    events: int = 0
+    observations: int = 0
+    dangling_links: int = 0
+    sources: list[FileStats] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    exported_spans: int | None = None
+
+    @property
+    def lines_not_understood(self) -> int:
+        return sum(s.not_understood for s in self.sources)
+
+
+def open_workspace(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to a temporary directory instead of growing without bound."""
+    con = duckdb.connect(":memory:")
+    spill = tempfile.mkdtemp(prefix="dnpc2otel-spill-")
+    con.execute(f"SET temp_directory = '{spill}'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def replay(
+    path: str | Path,
+    duckdb_path: str | Path | None = None,
+    converter_dirs: list[Path] | None = None,
+    timezone: str | None = None,
+    memory_limit: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> ReplaySummary:
+    """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb)."""
+    selection = rundir.select(Path(path))
+    defs = definitions.load_all(converter_dirs)
+    types = definitions.context_types(defs)
+    files = rundir.source_files(selection, defs)
+    if not files:
+        raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
+    target = Path(duckdb_path or DEFAULT_DUCKDB)
+    summary = ReplaySummary(duckdb_path=target.resolve())
+
+    def warn(msg: str) -> None:
+        summary.warnings.append(msg)
+        if on_warning:
+            on_warning(msg)
+
+    total = sum(f.path.stat().st_size for f in files)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress(done, total)
+
+    con = open_workspace(memory_limit)
+    try:
+        if timezone:
+            clock.check_timezone(con, timezone)
+        con.execute(OBSERVATIONS_DDL)
+        observer = Observer(con, on_bytes=advance, on_warning=warn)
+        for d in defs:
+            observer.observe(d, [f for f in files if f.definition is d])
+        summary.sources = observer.stats
+        _stats_table(con, observer.stats)
+        n = con.execute("SELECT count(*) FROM observations").fetchone()
+        if not n or n[0] == 0:
+            raise UserError(f"{path}: no usable observation in any source (see warnings above)")
+        root = str(selection.root.resolve())
+        contexts.reconcile(con, types, selection.runs, root, timezone)
+        if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):
+            raise UserError(f"{path}: the sources name no run that was selected")
+        store.write(con, target, root)
+        _summarise(con, summary)
+    finally:
+        con.close()
+    return summary
+
+
+def _stats_table(con: duckdb.DuckDBPyConnection, stats: list[FileStats]) -> None:
+    con.execute(SOURCES_DDL.replace("sources", "sources_out", 1))
+    if stats:
+        con.executemany(
+            "INSERT INTO sources_out VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (s.source, s.converter, s.format, s.bytes, s.lines, s.records, s.observations,
+                 s.not_understood, s.invalid_bytes, s.warning)
+                for s in stats
+            ],
+        )
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
+    summary.contexts = dict(
+        con.execute("SELECT context_type, count(*) FROM spans_out GROUP BY 1 ORDER BY 1").fetchall()
+    )
+    summary.spans = sum(summary.contexts.values())
+    summary.links = _count(con, "span_links_out")
+    summary.events = _count(con, "span_events_out")
+    summary.observations = _count(con, "obs_t")
+    summary.dangling_links = _count(con, "dangling_links")
+    cols = ["run_id", "run_dir", "trace_id", "utc_offset_seconds", "offset_source", "spans"]
+    summary.runs = [
+        dict(zip(cols, r, strict=True))
+        for r in con.execute(f"SELECT {', '.join(cols)} FROM runs_out ORDER BY run_dir, run_id").fetchall()
+    ]
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0

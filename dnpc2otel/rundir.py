@@ -1,0 +1,89 @@
+"""Find the runs and source files of a Parsl run_dir (runinfo/) or of one run directory in it.
+
+Layout (Parsl 2023 → 2026): runinfo/NNN/ per run (parsl.log, executor folders, …) and one monitoring.db
+in runinfo/ shared by all runs. Converter definitions say which files they read, by a regular
+expression over the path relative to runinfo/; this module only walks the tree and matches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .definitions import Definition
+from .errors import UserError
+from .observe import SourceFile
+
+RUN_MARKERS = ("parsl.log", "parsl.jsonlog")
+
+
+@dataclass
+class RunDirSelection:
+    root: Path  # the run_dir: paths of sources are relative to it
+    runs: list[str] | None  # names of the selected run directories; None: every run in root
+
+    def selects(self, rel: str) -> bool:
+        if self.runs is None:
+            return True
+        first = rel.split("/", 1)[0]
+        # files directly in the run_dir (monitoring.db) are shared by all runs
+        return "/" not in rel or first in self.runs
+
+
+def select(path: Path) -> RunDirSelection:
+    """Interpret a user's path: a run_dir with NNN/ runs, or one run directory."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory; give a Parsl run_dir (runinfo/) or one run (runinfo/000)")
+    if any((path / m).is_file() for m in RUN_MARKERS):
+        return RunDirSelection(root=path.parent, runs=[path.name])
+    if (path / "monitoring.db").is_file() or any(
+        (child / m).is_file() for child in _subdirs(path) for m in RUN_MARKERS
+    ):
+        return RunDirSelection(root=path, runs=None)
+    raise UserError(
+        f"{path}: not a Parsl run directory (no parsl.log, parsl.jsonlog or monitoring.db in it or in "
+        "its sub-directories)"
+    )
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+
+
+def source_files(selection: RunDirSelection, definitions: list[Definition]) -> list[SourceFile]:
+    """Every file under the run_dir that a definition's format claims (first claim wins), sorted."""
+    found: list[SourceFile] = []
+    root = selection.root
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        if rel_dir != "." and not selection.selects(rel_dir + "/x"):
+            dirnames[:] = []
+            continue
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if not selection.selects(rel):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            claim = _claim(rel, definitions)
+            if claim:
+                definition, fmt, groups = claim
+                found.append(SourceFile(path, rel, definition, fmt, groups))
+    return found
+
+
+def _claim(rel: str, definitions: list[Definition]):
+    for d in definitions:
+        for fmt in d.formats:
+            m = fmt.files.fullmatch(rel)
+            if m:
+                return d, fmt, m.groupdict()
+    return None

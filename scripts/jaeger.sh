@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Obtain / run a real Jaeger v2 for dnpc2otel's integration tests, without Docker.
+#
+#   scripts/jaeger.sh build               build (or reuse) the pinned binary; prints its path
+#   scripts/jaeger.sh path                print the binary path (building first if needed)
+#   scripts/jaeger.sh run [--config FILE] [extra jaeger args...]
+#                                         exec Jaeger in the foreground (default config:
+#                                         scripts/jaeger-config.yaml; ports via env, see there)
+#
+# How the binary is obtained: Jaeger v2 is tagged v2.x.y in git, but its go.mod says
+# `module github.com/jaegertracing/jaeger` (no /v2 suffix), so the Go module proxy cannot
+# serve the v2 tags. Every v2 release is tagged in lock-step with a v1 tag on the SAME commit
+# (v1.76.0 == v2.13.0), so we download that module version through the Go module proxy
+# (checksum-verified against sum.golang.org) and `go build ./cmd/jaeger` in a writable copy.
+# `go install ...@v1.76.0` does not work because Jaeger's go.mod has a `replace` directive.
+#
+# Limitation: a source build embeds a placeholder page instead of the React UI; the HTTP
+# APIs (/api/v3/..., /api/traces/..., /api/services) work normally.
+#
+# Environment:
+#   DNPC2OTEL_CACHE   cache root (default: $HOME/.cache/dnpc2otel)
+#   GOMODCACHE/GOCACHE/GOPROXY are respected (default: the user's normal Go settings).
+set -euo pipefail
+
+# --- pinned version -------------------------------------------------------------------------
+JAEGER_MODULE_VERSION="v1.76.0"   # Go module version that is fetched (v1 tag, same commit as:)
+JAEGER_V2_VERSION="v2.13.0"       # ... the Jaeger v2 release it corresponds to (2025-12-03)
+JAEGER_MODULE="github.com/jaegertracing/jaeger"
+# ----------------------------------------------------------------------------------------------
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SRC_DIR=""
+CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
+INSTALL_DIR="${CACHE_ROOT}/jaeger-${JAEGER_V2_VERSION}"
+BIN="${INSTALL_DIR}/jaeger"
+DEFAULT_CONFIG="${SCRIPT_DIR}/jaeger-config.yaml"
+
+log() { echo "jaeger.sh: $*" >&2; }
+die() { local rc="$1"; shift; log "error: $*"; exit "$rc"; }
+
+usage() {
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+do_build() {
+    if [[ -x "${BIN}" ]]; then
+        echo "${BIN}"
+        return 0
+    fi
+    # exit code 3 = "cannot build here" (no Go); the pytest fixture treats that as skip-able.
+    command -v go >/dev/null 2>&1 || die 3 "'go' not found in PATH; install Go >= 1.24 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})"
+
+    mkdir -p "${INSTALL_DIR}"
+    # Serialise concurrent builds (e.g. parallel pytest sessions) when flock is available.
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"${INSTALL_DIR}/.build.lock"
+        flock 9
+        if [[ -x "${BIN}" ]]; then echo "${BIN}"; return 0; fi
+    fi
+
+    local start=${SECONDS}
+    log "building Jaeger ${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}); first build takes a few minutes..."
+
+    # Use our own Go toolchain; never auto-download another one (go.mod asks for go1.25.x).
+    export GOTOOLCHAIN=local GO111MODULE=on CGO_ENABLED=0
+    export GOFLAGS="-mod=readonly -buildvcs=false"  # deps verified by the module's go.sum
+
+    local moddir
+    moddir="$(go mod download -json "${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [[ -n "${moddir}" && -f "${moddir}/go.mod" ]] || die 1 "go mod download ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION} failed"
+
+    # The module cache is read-only; build in a scratch copy (removed afterwards).
+    SRC_DIR="$(mktemp -d "${INSTALL_DIR}/src.XXXXXX")"
+    trap 'rm -rf "${SRC_DIR}" "${INSTALL_DIR}/jaeger.tmp"' EXIT
+    cp -R "${moddir}/." "${SRC_DIR}/"
+    chmod -R u+w "${SRC_DIR}"
+
+    local vpkg="${JAEGER_MODULE}/internal/version"
+    (
+        cd "${SRC_DIR}"
+        go build -trimpath \
+            -ldflags "-s -w -X ${vpkg}.latestVersion=${JAEGER_V2_VERSION} -X ${vpkg}.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+            -o "${INSTALL_DIR}/jaeger.tmp" ./cmd/jaeger
+    ) || die 1 "go build failed"
+    mv -f "${INSTALL_DIR}/jaeger.tmp" "${BIN}"
+    log "built ${BIN} in $((SECONDS - start))s"
+    echo "${BIN}"
+}
+
+do_run() {
+    local config="${DEFAULT_CONFIG}"
+    if [[ "${1:-}" == "--config" ]]; then
+        [[ $# -ge 2 ]] || usage
+        config="$2"
+        shift 2
+    fi
+    [[ -f "${config}" ]] || die 1 "config not found: ${config}"
+    local bin
+    bin="$(do_build)"
+    exec "${bin}" --config "${config}" "$@"
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "${cmd}" in
+    build) do_build ;;
+    path)  do_build ;;
+    run)   do_run "$@" ;;
+    version) echo "${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION})" ;;
+    *) usage ;;
+esac
