@@ -10,7 +10,9 @@ Policy, in order:
    type comes first in the context type's `parents` list (then the source of higher priority); the
    others become span links with relation `also_child_of`. A context with no parent hangs under the
    workflow, marked `dnpc.orphan`.
-5. Bounds. Start/end are the earliest/latest of the context's own observations; types that
+5. Bounds. Start/end are the earliest/latest of the context's own events (events a converter marks
+   bounds=false — monitoring's status echoes, resource samples — and observations without an event count
+   only when there is nothing else); types that
    `covers_children` widen to their children; a context with no time of its own takes its children's.
 6. Attributes. For each key the latest observed value wins (ties: the higher-priority source); every
    value stays in `observations`. `otel.status_code` / `otel.status_description` become the status.
@@ -198,7 +200,12 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
                coalesce(ct.covers, false) AS covers
         FROM ctx c
         JOIN ctx_parent p USING (run, type, id)
-        LEFT JOIN (SELECT run, context_type AS type, context_id AS id, min(t) AS s, max(t) AS e
+        -- observations marked bounds=false (echoes, samples) bound a span only when nothing else does
+        LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
+                          coalesce(min(t) FILTER (WHERE bounds AND event IS NOT NULL),
+                                   min(t) FILTER (WHERE event IS NOT NULL), min(t)) AS s,
+                          coalesce(max(t) FILTER (WHERE bounds AND event IS NOT NULL),
+                                   max(t) FILTER (WHERE event IS NOT NULL), max(t)) AS e
                    FROM obs_t WHERE t IS NOT NULL GROUP BY ALL) b USING (run, type, id)
         LEFT JOIN ctype ct ON ct.type = c.type
         """

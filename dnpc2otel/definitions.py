@@ -60,6 +60,7 @@ class Emit:
     alias: str | None = None
     where: str | None = None
     each: dict[str, str] = field(default_factory=dict)
+    bounds: bool = True
 
     @property
     def context_type(self) -> str:
@@ -239,6 +240,7 @@ def _rule(r: dict[str, Any]) -> Rule:
             alias=e.get("alias"),
             where=e.get("where"),
             each=dict(e.get("each", {})),
+            bounds=bool(e.get("bounds", True)),
         )
         for e in r["emit"]
     )

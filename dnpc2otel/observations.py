@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS observations (
     time_ns      BIGINT,    -- UTC epoch nanoseconds, when the source says so
     local_ns     BIGINT,    -- naive local wall-clock time (as if it were UTC), when that is all it says
     clock        VARCHAR,   -- whose clock stamped it: 'dfk', 'host:<name>', …
+    bounds       BOOLEAN,   -- may its time bound the context's span? (false: an echo or a sample inside it)
     attributes   VARCHAR,   -- JSON object: attributes of the context (and of the event)
     event_attributes VARCHAR, -- JSON object: attributes of the event only (a resource sample, a try id …)
     relation     VARCHAR,   -- child_of | depends_on | ran_in_block | alias | … (NULL: none)
@@ -36,6 +37,7 @@ COLUMNS = (
     "time_ns",
     "local_ns",
     "clock",
+    "bounds",
     "attributes",
     "event_attributes",
     "relation",

@@ -371,6 +371,7 @@ def _emit_sql(definition: Definition, rule: Rule, emit: Emit, base: str, index: 
         "time_ns": "time_ns",
         "local_ns": "local_ns",
         "clock": "clock",
+        "bounds": "true" if emit.bounds else "false",
         "attributes": json_object_sql(emit.attributes),
         "event_attributes": json_object_sql(emit.event_attributes),
         "relation": relation,
@@ -450,6 +451,7 @@ def _insert_query_rows(
         sub = (
             f"SELECT {col('run_key')} AS run_key, {col('context')} AS context, {col('event')} AS event, "
             f"{col('time_local')} AS time_local, {col('time_epoch')} AS time_epoch, {col('clock')} AS clock, "
+            f"{col('bounds')} AS bounds, "
             f"{col('attributes')} AS attributes, {col('event_attributes')} AS event_attributes, "
             f"{col(rel_name['parent'])} AS parent, "
             f"{col(rel_name['link'])} AS link, {col(rel_name['relation'])} AS relation, "
@@ -464,7 +466,8 @@ def _insert_query_rows(
         rid = "CASE WHEN related IS NULL THEN alias ELSE substr(related, strpos(related, ':') + 1) END"
         select = (
             f"SELECT run_key, {ctype}, {cid}, event, {to_ns('time_epoch', 'epoch')}, "
-            f"{to_ns('time_local', 'timestamp')}, coalesce(clock, 'dfk'), coalesce(attributes, '{{}}'), "
+            f"{to_ns('time_local', 'timestamp')}, coalesce(clock, 'dfk'), coalesce(TRY_CAST(bounds AS BOOLEAN), true), "
+            f"coalesce(attributes, '{{}}'), "
             f"coalesce(event_attributes, '{{}}'), "
             f"{relation}, {rtype}, {rid}, {quote_literal(f.rel)}, TRY_CAST(line AS BIGINT), "
             f"{quote_literal(definition.name)}, {quote_literal(q.name)}, {definition.priority} "

@@ -33,7 +33,8 @@ TABLES: dict[str, str] = {
         spans BIGINT)""",
     "observations": """(
         trace_id VARCHAR, span_id VARCHAR, time_unix_nano BIGINT, run_key VARCHAR, context_type VARCHAR,
-        context_id VARCHAR, event VARCHAR, time_ns BIGINT, local_ns BIGINT, clock VARCHAR, attributes JSON,
+        context_id VARCHAR, event VARCHAR, time_ns BIGINT, local_ns BIGINT, clock VARCHAR, bounds BOOLEAN,
+        attributes JSON,
         event_attributes JSON, relation VARCHAR, related_type VARCHAR, related_id VARCHAR, source VARCHAR, line BIGINT,
         converter VARCHAR, rule VARCHAR, priority INTEGER)""",
     "sources": """(
@@ -52,7 +53,7 @@ FILL: dict[str, str] = {
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
     "observations": """SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.run_key, o.context_type, o.context_id,
-                              o.event, o.time_ns, o.local_ns, o.clock, o.attributes, o.event_attributes, o.relation, o.related_type,
+                              o.event, o.time_ns, o.local_ns, o.clock, o.bounds, o.attributes, o.event_attributes, o.relation, o.related_type,
                               o.related_id, o.source, o.line, o.converter, o.rule, o.priority
                        FROM obs_t o JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id
                        ORDER BY o.source, o.line, o.rule, o.context_type, o.context_id, o.event, o.relation,

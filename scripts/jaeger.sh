@@ -25,6 +25,7 @@ set -euo pipefail
 # --- pinned version -------------------------------------------------------------------------
 JAEGER_MODULE_VERSION="v1.76.0"   # Go module version that is fetched (v1 tag, same commit as:)
 JAEGER_V2_VERSION="v2.13.0"       # ... the Jaeger v2 release it corresponds to (2025-12-03)
+JAEGER_RELEASE_DATE="2025-12-03T16:07:08Z"  # embedded as build date => reproducible binary
 JAEGER_MODULE="github.com/jaegertracing/jaeger"
 # ----------------------------------------------------------------------------------------------
 
@@ -49,7 +50,7 @@ do_build() {
         return 0
     fi
     # exit code 3 = "cannot build here" (no Go); the pytest fixture treats that as skip-able.
-    command -v go >/dev/null 2>&1 || die 3 "'go' not found in PATH; install Go >= 1.24 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})"
+    command -v go >/dev/null 2>&1 || die 3 "'go' not found in PATH; install Go >= 1.24.6 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})"
 
     mkdir -p "${INSTALL_DIR}"
     # Serialise concurrent builds (e.g. parallel pytest sessions) when flock is available.
@@ -81,7 +82,7 @@ do_build() {
     (
         cd "${SRC_DIR}"
         go build -trimpath \
-            -ldflags "-s -w -X ${vpkg}.latestVersion=${JAEGER_V2_VERSION} -X ${vpkg}.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+            -ldflags "-s -w -X ${vpkg}.latestVersion=${JAEGER_V2_VERSION} -X ${vpkg}.date=${JAEGER_RELEASE_DATE}" \
             -o "${INSTALL_DIR}/jaeger.tmp" ./cmd/jaeger
     ) || die 1 "go build failed"
     mv -f "${INSTALL_DIR}/jaeger.tmp" "${BIN}"

@@ -48,6 +48,19 @@ _RC_NO_GO = 3
 _BUILD_TIMEOUT_S = 45 * 60
 _START_TIMEOUT_S = 60.0
 
+# Variables read by scripts/jaeger-config.yaml (forwarded into the docker container).
+_CONFIG_ENV_VARS = (
+    "JAEGER_OTLP_GRPC_PORT",
+    "JAEGER_OTLP_HTTP_PORT",
+    "JAEGER_QUERY_HTTP_PORT",
+    "JAEGER_QUERY_GRPC_PORT",
+    "JAEGER_HEALTH_PORT",
+    "JAEGER_OTLP_GRPC_MAX_RECV_MIB",
+    "JAEGER_OTLP_HTTP_MAX_BODY",
+    "JAEGER_MAX_TRACES",
+    "JAEGER_LOG_LEVEL",
+)
+
 # Log files of Jaeger instances started in this session (tails printed on failure).
 _LOG_FILES: list[Path] = []
 
@@ -130,7 +143,7 @@ def _status_code(status: dict[str, Any] | None) -> str:
     if isinstance(code, int):
         return names.get(code, str(code))
     code = str(code).upper()
-    return code[len("STATUS_CODE_"):] if code.startswith("STATUS_CODE_") else code
+    return code[len("STATUS_CODE_") :] if code.startswith("STATUS_CODE_") else code
 
 
 def flatten_otlp_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -224,6 +237,8 @@ class JaegerServer:
     query_grpc_port: int
     health_port: int
     docker_container: str | None = None
+    # Extra config variables (e.g. {"JAEGER_OTLP_GRPC_MAX_RECV_MIB": "1"}); applied on the
+    # next start(). The fixture is session-scoped: restore them (and restart) when done.
     extra_env: dict[str, str] = field(default_factory=dict)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
     _log_fh: Any = field(default=None, repr=False)
@@ -300,8 +315,7 @@ class JaegerServer:
             if self._proc is None or self._proc.poll() is not None:
                 rc = None if self._proc is None else self._proc.returncode
                 raise JaegerError(
-                    f"jaeger exited during startup (rc={rc}); log {self.log_path}:\n"
-                    + _tail(self.log_path)
+                    f"jaeger exited during startup (rc={rc}); log {self.log_path}:\n" + _tail(self.log_path)
                 )
             try:
                 health = self._request(self.health_url, timeout=1.0)
@@ -318,8 +332,7 @@ class JaegerServer:
                 last = repr(exc)
             time.sleep(0.1)
         raise JaegerError(
-            f"jaeger not ready after {timeout:.0f}s ({last}); log {self.log_path}:\n"
-            + _tail(self.log_path)
+            f"jaeger not ready after {timeout:.0f}s ({last}); log {self.log_path}:\n" + _tail(self.log_path)
         )
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -418,9 +431,7 @@ class JaegerServer:
             raise JaegerError(f"GET /api/traces/{tid} -> {status}: {doc!r}")
         return doc["data"][0]
 
-    def wait_for_spans(
-        self, trace_id: str | int, count: int, timeout: float = 30.0
-    ) -> list[dict[str, Any]]:
+    def wait_for_spans(self, trace_id: str | int, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Poll the v3 API until the trace has at least `count` spans; return them."""
         deadline = time.monotonic() + timeout
         spans: list[dict[str, Any]] = []
@@ -463,10 +474,7 @@ def _docker_works() -> bool:
         return False
     try:
         return (
-            subprocess.run(
-                ["docker", "info"], capture_output=True, timeout=20, check=False
-            ).returncode
-            == 0
+            subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False).returncode == 0
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -498,7 +506,12 @@ def _locate_jaeger() -> tuple[str, list[str]] | tuple[None, str]:
     except subprocess.TimeoutExpired:
         return None, f"scripts/jaeger.sh path timed out after {_BUILD_TIMEOUT_S}s"
     if _docker_works():
-        return "docker", [f"{DOCKER_IMAGE}:{_jaeger_version()}"]
+        image = f"{DOCKER_IMAGE}:{_jaeger_version()}"
+        # Pull up front so the (slow) download does not eat into the start-up timeout.
+        pull = subprocess.run(["docker", "pull", image], capture_output=True, text=True, check=False)
+        if pull.returncode != 0:
+            return None, f"docker pull {image} failed: {pull.stderr[-1000:]}"
+        return "docker", [image]
     return None, f"no Go toolchain and no working docker to run Jaeger ({reason.strip()})"
 
 
@@ -509,16 +522,9 @@ def _make_server(kind: str, what: list[str], log_path: Path) -> JaegerServer:
         argv = [what[0], "--config", str(JAEGER_CONFIG)]
     else:
         container = f"dnpc2otel-jaeger-{uuid.uuid4().hex[:10]}"
-        names = [
-            "JAEGER_OTLP_GRPC_PORT",
-            "JAEGER_OTLP_HTTP_PORT",
-            "JAEGER_QUERY_HTTP_PORT",
-            "JAEGER_QUERY_GRPC_PORT",
-            "JAEGER_HEALTH_PORT",
-        ]
         argv = ["docker", "run", "--rm", "--name", container, "--network", "host"]
-        for name in names:
-            argv += ["-e", name]  # value taken from the environment of `docker run`
+        for name in _CONFIG_ENV_VARS:
+            argv += ["-e", name]  # value (if set) taken from the environment of `docker run`
         argv += [
             "-v",
             f"{JAEGER_CONFIG}:/etc/dnpc2otel/jaeger-config.yaml:ro",

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real corpus beside the repo, and fresh Parsl runs made with pip-installed parsl."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("DNPC2OTEL_CORPUS", REPO.parent / "shared" / "corpus"))
+WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+
+pytest_plugins = ["jaeger_fixture"] if (Path(__file__).parent / "jaeger_fixture.py").exists() else []
+
+
+def corpus_runs() -> list[Path]:
+    if not CORPUS.is_dir():
+        return []
+    return sorted(p / "runinfo" for p in CORPUS.iterdir() if (p / "runinfo").is_dir())
+
+
+def need_corpus() -> None:
+    if not CORPUS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"the shared corpus is missing at {CORPUS}")
+        pytest.skip(f"the shared corpus is not at {CORPUS} (set DNPC2OTEL_CORPUS)")
+
+
+def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240) -> Path:
+    """Run tests/workflows/small.py with the installed parsl; returns the run_dir (runinfo/)."""
+    pytest.importorskip("parsl")
+    run_dir = dest / "runinfo"
+    environ = dict(os.environ)
+    # the worker pool's entry points live beside this interpreter, as for a user in a virtualenv
+    environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + environ.get("PATH", "")
+    environ.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, str(WORKFLOWS / "small.py"), str(run_dir), *args],
+        cwd=dest, env=environ, capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"parsl run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    shutil.rmtree(run_dir / "000" / "pool" / "certificates", ignore_errors=True)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def fresh_htex(tmp_path_factory) -> Path:
+    """A real HighThroughputExecutor run with monitoring, made now."""
+    return make_parsl_run(tmp_path_factory.mktemp("htex"), "--executor", "htex")
+
+
+@pytest.fixture(scope="session")
+def fresh_threads_chicago(tmp_path_factory) -> Path:
+    """A ThreadPoolExecutor run with monitoring whose local clock is America/Chicago (naive times ≠ UTC)."""
+    return make_parsl_run(tmp_path_factory.mktemp("threads"), "--executor", "threads",
+                          env={"TZ": "America/Chicago"})
+
+
+def copy_run(run_dir: Path, dest: Path, without_db: bool = False) -> Path:
+    """A writable copy of a run_dir (inputs are read-only to us), optionally without monitoring.db."""
+    target = dest / "runinfo"
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("monitoring.db") if without_db else None)
+    return target

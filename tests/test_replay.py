@@ -1,0 +1,151 @@
+"""replay on real runs: the shared corpus (Parsl 2023 → 2026) and fresh runs made with installed parsl."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pytest
+from conftest import copy_run, corpus_runs, need_corpus
+from verify import check_replay_against_monitoring
+
+from dnpc2otel.replay import replay
+
+CORPUS = corpus_runs()
+IDS = [p.parent.name for p in CORPUS]
+
+
+@pytest.fixture(params=CORPUS, ids=IDS)
+def corpus_run(request):
+    need_corpus()
+    return request.param
+
+
+def test_corpus_run_matches_its_monitoring_db(corpus_run, tmp_path):
+    out = tmp_path / "out.duckdb"
+    summary = replay(corpus_run, out)
+    counts = check_replay_against_monitoring(out, corpus_run / "monitoring.db")
+    # the workflow has 31 tasks, 2 of them retried once, a join on 20 tasks, a dependency failure
+    assert counts["tasks"] == 31 and counts["tries"] == 33
+    assert counts["dependencies"] == 22
+    assert counts["failed_tasks"] == 3  # two flaky tasks after their retry, one dependency failure
+    assert summary.lines_not_understood == 0
+    assert {s.source for s in summary.sources} >= {"monitoring.db"}
+
+
+def test_corpus_run_from_logs_alone(corpus_run, tmp_path):
+    """Without monitoring.db, parsl.log (or parsl.jsonlog) alone gives the same tasks, tries, times, links."""
+    logs_only = copy_run(corpus_run, tmp_path, without_db=True)
+    out = tmp_path / "logs.duckdb"
+    summary = replay(logs_only, out)
+    assert all(s.converter != "monitoring_db" for s in summary.sources)
+    counts = check_replay_against_monitoring(out, corpus_run / "monitoring.db")
+    assert counts["tries"] == 33 and counts["dependencies"] == 22
+
+
+def test_one_run_directory_of_a_run_dir(corpus_run, tmp_path):
+    out = tmp_path / "one.duckdb"
+    summary = replay(corpus_run / "000", out)
+    assert [r["run_dir"] for r in summary.runs] == ["000"]
+    check_replay_against_monitoring(out, corpus_run / "monitoring.db")
+
+
+def test_shared_monitoring_db_of_several_runs(tmp_path):
+    """Two runs in one run_dir, one monitoring.db keyed by run_id: two traces, each with its own tasks."""
+    need_corpus()
+    src = CORPUS[0]
+    run_dir = tmp_path / "runinfo"
+    shutil.copytree(src, run_dir)
+    # a second run directory: the same logs under 001 with another run id, and its rows in the database
+    shutil.copytree(run_dir / "000", run_dir / "001")
+    old = duckdb.connect().execute(
+        "SELECT regexp_extract(content, 'Run id is: ([0-9a-f-]+)', 1) FROM read_text(?)",
+        [str(run_dir / "000" / "parsl.log") if (run_dir / "000" / "parsl.log").exists()
+         else str(run_dir / "000" / "parsl.jsonlog")],
+    ).fetchone()[0]
+    new = "00000000-0000-4000-8000-000000000001"
+    for log in (run_dir / "001").glob("parsl.*log"):
+        log.write_text(log.read_text().replace(old, new))
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "monitoring.db")
+    for table in ("workflow", "task", "try", "status", "block", "resource", "node"):
+        cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+        new_value = {"run_id": "?", "rundir": "replace(rundir, '/000', '/001')", "id": "NULL"}  # NULL: a fresh rowid
+        sel = ", ".join(new_value.get(c, c) for c in cols)
+        db.execute(f"INSERT INTO {table} SELECT {sel} FROM {table} WHERE run_id = ?", (new, old))
+    db.commit()
+    db.close()
+    out = tmp_path / "two.duckdb"
+    summary = replay(run_dir, out)
+    assert sorted(r["run_dir"] for r in summary.runs) == ["000", "001"]
+    assert len({r["trace_id"] for r in summary.runs}) == 2
+    check_replay_against_monitoring(out, run_dir / "monitoring.db")
+    only = replay(run_dir / "001", tmp_path / "only.duckdb")
+    assert [r["run_id"] for r in only.runs] == [new]
+
+
+def _dump(path):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = ["spans", "span_events", "span_links", "observations", "runs", "sources"]
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
+    finally:
+        con.close()
+
+
+def test_replay_twice_gives_identical_content_and_ids(tmp_path):
+    need_corpus()
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    replay(CORPUS[0], a)
+    replay(CORPUS[0], b)
+    da, db = _dump(a), _dump(b)
+    assert da == db
+    assert len(da["spans"]) > 60
+
+
+def test_replay_into_existing_database_does_not_duplicate(tmp_path):
+    need_corpus()
+    out = tmp_path / "same.duckdb"
+    replay(CORPUS[0], out)
+    first = _dump(out)
+    replay(CORPUS[0], out)
+    assert _dump(out) == first
+    # a second run_dir added to the same database: both present, neither duplicated
+    replay(CORPUS[1], out)
+    both = _dump(out)
+    con = duckdb.connect(str(out), read_only=True)
+    assert con.execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) - count(DISTINCT (trace_id, span_id)) FROM spans").fetchone()[0] == 0
+    con.close()
+    assert len(both["spans"]) > len(first["spans"])
+
+
+def test_fresh_htex_run(fresh_htex, tmp_path):
+    out = tmp_path / "fresh.duckdb"
+    replay(fresh_htex, out)
+    counts = check_replay_against_monitoring(out, fresh_htex / "monitoring.db")
+    # 8 work + 3 flaky (2 retried) + 2 combine + 2 shell
+    assert counts["tasks"] == 15 and counts["tries"] == 17
+    logs = copy_run(fresh_htex, tmp_path, without_db=True)
+    replay(logs, tmp_path / "logs.duckdb")
+    check_replay_against_monitoring(tmp_path / "logs.duckdb", fresh_htex / "monitoring.db")
+
+
+def test_local_time_zone_is_inferred(fresh_threads_chicago, tmp_path):
+    """Naive local times (monitoring.db) of a run in America/Chicago land on the right UTC instant."""
+    out = tmp_path / "chicago.duckdb"
+    summary = replay(fresh_threads_chicago, out)
+    offset = summary.runs[0]["utc_offset_seconds"]
+    assert offset in (-5 * 3600, -6 * 3600)
+    assert summary.runs[0]["offset_source"].startswith("inferred")
+    check_replay_against_monitoring(out, fresh_threads_chicago / "monitoring.db")
+    # --timezone overrides the inference: a wrong zone moves database-only times by the difference
+    wrong = tmp_path / "wrong.duckdb"
+    replay(fresh_threads_chicago, wrong, timezone="+00:00")
+    con = duckdb.connect(str(wrong), read_only=True)
+    row = con.execute("SELECT utc_offset_seconds, offset_source FROM runs").fetchone()
+    con.close()
+    assert row[0] == 0 and "given" in row[1]
+    with pytest.raises(AssertionError):
+        check_replay_against_monitoring(wrong, fresh_threads_chicago / "monitoring.db")
