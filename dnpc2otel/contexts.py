@@ -314,6 +314,10 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
         )
         SELECT i.trace_id, i.span_id, l.trace_id AS linked_trace_id, l.span_id AS linked_span_id,
                json_object('dnpc.relation', r.relation, 'dnpc.linked_context', r.ltype || ':' || r.lid,
+                           -- Jaeger shows links as FOLLOWS_FROM references unless told otherwise: a second
+                           -- parent is a CHILD_OF reference there, dependencies and the like follow from
+                           'opentracing.ref_type',
+                           CASE WHEN r.relation = 'also_child_of' THEN 'child_of' ELSE 'follows_from' END,
                            'dnpc.source', r.source, 'dnpc.line', r.line) AS attributes
         FROM rel r
         JOIN ctx_id i ON i.run = r.run AND i.type = r.type AND i.id = r.id

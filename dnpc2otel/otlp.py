@@ -175,7 +175,7 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name, s.start_
        (SELECT list({'trace_id': l.linked_trace_id, 'span_id': l.linked_span_id, 'a': l.attributes::VARCHAR}
                     ORDER BY l.linked_span_id, l.attributes::VARCHAR)
         FROM span_links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id) AS links
-FROM spans s {where}
+FROM spans s WHERE_CLAUSE
 ORDER BY s.trace_id, s.start_time_unix_nano, s.span_id
 """
 
@@ -188,7 +188,7 @@ def _requests(
     if trace_ids:
         where = f"WHERE s.trace_id IN ({', '.join('?' for _ in trace_ids)})"
         params = list(trace_ids)
-    cur = con.execute(SPANS_SQL.format(where=where), params)
+    cur = con.execute(SPANS_SQL.replace("WHERE_CLAUSE", where), params)
     names = [d[0] for d in cur.description]
     by_service: dict[str, list[trace_pb2.Span]] = {}
     size = 0
@@ -248,8 +248,9 @@ def _send_http(cfg: OtlpConfig, body: bytes) -> None:
             resp.read()
     except urllib.error.HTTPError as e:
         detail = e.read()[:300].decode("utf-8", "replace")
-        if e.code == 413:
-            raise _TooLarge(f"HTTP 413 {detail}") from None
+        # 413 is the standard answer; the Collector's confighttp (Jaeger v2) answers 400 "request body too large"
+        if e.code == 413 or (e.code == 400 and "too large" in detail):
+            raise _TooLarge(f"HTTP {e.code} {detail}") from None
         if e.code in (429, 502, 503, 504):
             after = e.headers.get("Retry-After")
             raise _Retryable(f"HTTP {e.code}", float(after) if after and after.isdigit() else None) from None
@@ -315,6 +316,7 @@ class ExportResult:
     requests: int = 0
     retries: int = 0
     splits: int = 0
+    bytes: int = 0  # protobuf bytes delivered
 
 
 def export(
@@ -362,6 +364,7 @@ def _deliver(req, send, cfg: OtlpConfig, result: ExportResult, hint: str) -> Non
         try:
             send(req)
             result.requests += 1
+            result.bytes += req.ByteSize()
             return
         except _TooLarge as e:
             halves = _split(req)
