@@ -16,7 +16,6 @@ from .observations import OBSERVATIONS_DDL
 from .observe import emit_rule, match_rule
 from .templates import quote_ident
 
-
 _SAMPLE_KEYS = {"message", "expect", "release", "attributes", "note"}
 
 
@@ -34,6 +33,8 @@ def check_definition(definition: Definition) -> list[SampleResult]:
     con = duckdb.connect()
     try:
         _check_sql_compiles(con, definition, results)
+        for sample in definition.samples:
+            results += _check_sqlite_sample(con, definition, sample)
         for rule in definition.rules:
             if not rule.samples:
                 results.append(SampleResult(definition.name, rule.name, "", False, "rule has no sample lines"))
@@ -90,3 +91,38 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
                     definition.name, rule.name, message, False, f"attribute {k}: expected {v!r}, got {got.get(k)!r}"
                 )
     return SampleResult(definition.name, rule.name, message, True)
+
+
+def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition, sample: dict) -> list[SampleResult]:
+    """Build the sample database in memory and count each query's observations."""
+    import sqlite3
+
+    from .observe import SourceFile, insert_query_rows, run_query
+
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(sample["sql"])
+    except sqlite3.Error as e:
+        return [SampleResult(definition.name, "samples", sample.get("release", ""), False, f"sample SQL: {e}")]
+    fmt = next(f for f in definition.formats if f.kind == "sqlite")
+    source = SourceFile(path=None, rel="sample.db", definition=definition, format=fmt, groups={})  # type: ignore[arg-type]
+    out = []
+    expect = sample.get("expect", {})
+    for q in definition.queries:
+        label = f"{q.name} ({sample.get('release', '?')})"
+        con.execute("DROP TABLE IF EXISTS observations")
+        con.execute(OBSERVATIONS_DDL)
+        try:
+            n = sum(insert_query_rows(con, definition, source, q, t) for t in run_query(db, q))
+        except (sqlite3.Error, duckdb.Error) as e:
+            out.append(SampleResult(definition.name, label, "", False, f"query fails: {str(e).splitlines()[0]}"))
+            continue
+        if q.name not in expect:
+            out.append(SampleResult(definition.name, label, "", False, "the sample says nothing of this query"))
+        elif n != expect[q.name]:
+            detail = f"expected {expect[q.name]} observations, got {n}"
+            out.append(SampleResult(definition.name, label, "", False, detail))
+        else:
+            out.append(SampleResult(definition.name, label, "", True))
+    db.close()
+    return out

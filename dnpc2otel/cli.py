@@ -94,8 +94,10 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
             timezone=timezone,
             memory_limit=memory_limit,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            on_warning=lambda msg: err.print(f"[yellow]warning:[/] {msg}", highlight=False),
         )
+    # warnings are shown once the replay succeeded; a fatal error carries its own cause in one line
+    for msg in summary.warnings:
+        err.print(f"dnpc2otel: warning: {msg}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"DuckDB: {summary.duckdb_path}", highlight=False)
     if config:
         trace_ids = [r["trace_id"] for r in summary.runs]

@@ -10,9 +10,11 @@ Policy, in order:
    type comes first in the context type's `parents` list (then the source of higher priority); the
    others become span links with relation `also_child_of`. A context with no parent hangs under the
    workflow, marked `dnpc.orphan`.
-5. Bounds. Start/end are the earliest/latest of the context's own events (events a converter marks
+5. Bounds. Each source bounds a context by the earliest/latest of its events (events a converter marks
    bounds=false — monitoring's status echoes, resource samples — and observations without an event count
-   only when there is nothing else); types that
+   only when there is nothing else). The span takes the bounds of the most trusted source (lowest
+   converter priority: monitoring.db, then parsl.log, …) and records the others' spread
+   (`dnpc.start.spread_ms`, `dnpc.end.spread_ms`, `dnpc.bounds.source`); types that
    `covers_children` widen to their children; a context with no time of its own takes its children's.
 6. Attributes. For each key the latest observed value wins (ties: the higher-priority source); every
    value stays in `observations`. `otel.status_code` / `otel.status_description` become the status.
@@ -193,20 +195,41 @@ def _attributes(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _bounds(con: duckdb.DuckDBPyConnection) -> None:
+    # Each source's own bounds of each context: from its bounding events, else any event, else any time.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE source_bounds AS
+        WITH tiers AS (
+            SELECT run, context_type AS type, context_id AS id, converter, min(priority) AS priority,
+                   CASE WHEN bounds AND event IS NOT NULL THEN 0 WHEN event IS NOT NULL THEN 1 ELSE 2 END AS tier,
+                   min(t) AS s, max(t) AS e
+            FROM obs_t WHERE t IS NOT NULL GROUP BY ALL
+        )
+        SELECT * FROM tiers QUALIFY tier = min(tier) OVER (PARTITION BY run, type, id)
+        """
+    )
+    # The span follows the most trusted source that times the context (lowest converter priority);
+    # how far the other sources' start and end lie from it is kept on the span.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE chosen_bounds AS
+        SELECT run, type, id,
+               arg_min(s, (priority, converter)) AS s, arg_min(e, (priority, converter)) AS e,
+               arg_min(converter, (priority, converter)) AS bounds_source,
+               count(*) AS n_sources,
+               (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
+        FROM source_bounds GROUP BY ALL
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_bounds AS
         SELECT c.run, c.type, c.id, p.ptype, p.pid, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
-               coalesce(ct.covers, false) AS covers
+               coalesce(ct.covers, false) AS covers, b.bounds_source, b.n_sources, b.start_spread_ms,
+               b.end_spread_ms
         FROM ctx c
         JOIN ctx_parent p USING (run, type, id)
-        -- observations marked bounds=false (echoes, samples) bound a span only when nothing else does
-        LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
-                          coalesce(min(t) FILTER (WHERE bounds AND event IS NOT NULL),
-                                   min(t) FILTER (WHERE event IS NOT NULL), min(t)) AS s,
-                          coalesce(max(t) FILTER (WHERE bounds AND event IS NOT NULL),
-                                   max(t) FILTER (WHERE event IS NOT NULL), max(t)) AS e
-                   FROM obs_t WHERE t IS NOT NULL GROUP BY ALL) b USING (run, type, id)
+        LEFT JOIN chosen_bounds b USING (run, type, id)
         LEFT JOIN ctype ct ON ct.type = c.type
         """
     )
@@ -217,7 +240,8 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
             UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
             FROM (SELECT run, ptype, pid, min(s) AS s, max(e) AS e FROM ctx_bounds WHERE s IS NOT NULL
                   GROUP BY ALL) ch
-            WHERE ch.run = p.run AND ch.ptype = p.type AND ch.pid = p.id AND (p.covers OR p.untimed OR p.type = 'workflow')
+            WHERE ch.run = p.run AND ch.ptype = p.type AND ch.pid = p.id
+              AND (p.covers OR p.untimed OR p.type = 'workflow')
               AND (p.s IS NULL OR ch.s < p.s OR ch.e > p.e)
             """
         ).fetchone()
@@ -272,7 +296,10 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
                    json_object('dnpc.context_type', c.type, 'dnpc.context_id', c.id,
                                'parsl.run_id', CASE WHEN starts_with(c.run, 'dir:') THEN NULL ELSE c.run END,
                                'dnpc.orphan', CASE WHEN c.orphan THEN true END,
-                               'dnpc.sources', src.sources)) AS attributes,
+                               'dnpc.sources', src.sources, 'dnpc.bounds.source', c.bounds_source,
+                               'dnpc.start.spread_ms', CASE WHEN c.n_sources > 1 THEN c.start_spread_ms END,
+                               'dnpc.end.spread_ms', CASE WHEN c.n_sources > 1 THEN c.end_spread_ms END))
+                 AS attributes,
                c.run
         FROM ctx_bounds c
         JOIN ctx_id i USING (run, type, id)

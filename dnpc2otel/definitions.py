@@ -46,6 +46,7 @@ class Format:
     local_time_format: str | None = None
     clock: str = "dfk"
     multiline: bool = False
+    message_prefix: str | None = None  # lines: literal text just before the message (enables prefiltering)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Definition:
     rules: tuple[Rule, ...] = ()
     queries: tuple[Query, ...] = ()
     contexts: dict[str, ContextType] = field(default_factory=dict)
+    samples: tuple[dict[str, Any], ...] = ()  # SQLite sources: tiny databases and what each query yields
 
 
 def builtin_dir() -> Path:
@@ -161,7 +163,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
     formats = tuple(_format(f) for f in raw.get("formats", []))
     if not formats:
         raise ValueError("at least one [[formats]] entry is needed")
-    rules = tuple(_rule(r) for r in raw.get("rules", []))
+    # the named groups of a format's file pattern are fields of all its records (executor label, block …)
+    path_fields = {g for f in formats for g in f.files.groupindex}
+    rules = tuple(_rule(r, path_fields) for r in raw.get("rules", []))
     rule_names = {r.name for r in rules}
     for r in rules:
         if r.carry and r.carry.source_rule not in rule_names:
@@ -190,6 +194,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         rules=rules,
         queries=queries,
         contexts=contexts,
+        samples=tuple(raw.get("samples", [])),
     )
 
 
@@ -216,10 +221,11 @@ def _format(f: dict[str, Any]) -> Format:
         local_time_format=f.get("local_time_format"),
         clock=f.get("clock", "dfk"),
         multiline=bool(f.get("multiline", False)),
+        message_prefix=f.get("message_prefix"),
     )
 
 
-def _rule(r: dict[str, Any]) -> Rule:
+def _rule(r: dict[str, Any], path_fields: set[str]) -> Rule:
     pattern = re.compile(r["match"])
     groups = tuple(sorted(pattern.groupindex, key=pattern.groupindex.__getitem__))
     carry = None
@@ -244,7 +250,7 @@ def _rule(r: dict[str, Any]) -> Rule:
         )
         for e in r["emit"]
     )
-    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ())
+    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ()) | path_fields
     for e in emits:
         if ":" not in e.context:
             raise ValueError(f"rule {r['name']}: context {e.context!r} must be 'type:id-template'")

@@ -8,6 +8,7 @@ No Python object is made per line.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,32 +116,23 @@ class Observer:
         tables: dict[str, str],
         created: set[str],
     ) -> None:
-        record_sql = _record_sql(f, path_groups)
-        seen_record = False
-        line0 = 0
-        for text, n_lines, nbytes, invalid in _chunks(f.path):
-            st.bytes += nbytes
-            st.invalid_bytes |= invalid
-            self.on_bytes(nbytes)
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {record_sql}", [text, line0])
-            is_first_chunk = not seen_record
-            row = self.con.execute(
-                "SELECT count(*) FILTER (WHERE is_record), "
-                "count(*) FILTER (WHERE NOT is_record AND text <> '' AND "
-                "  (NOT ? OR line < coalesce((SELECT min(line) FROM rec WHERE is_record), 9e18))) "
-                "FROM rec",
-                [f.format.multiline and is_first_chunk],
-            ).fetchone()
-            assert row is not None
-            st.records += row[0]
-            # a line that fits no record format is not understood, unless it continues a multi-line record
-            if not (f.format.multiline and not is_first_chunk):
-                st.not_understood += row[1]
-            seen_record |= row[0] > 0
-            st.lines += n_lines
-            line0 += n_lines
-            for rule in rules:
-                match_rule(self.con, rule, tables[rule.name], created)
+        st.bytes = f.path.stat().st_size
+        st.invalid_bytes = load_lines(self.con, f.path)
+        self.on_bytes(st.bytes)
+        fmt = f.format
+        row = self.con.execute("SELECT count(*) FROM lines").fetchone()
+        st.lines = int(row[0]) if row else 0
+        st.not_understood = _not_understood(self.con, fmt)
+        # only lines that may match a rule are parsed into records: most lines of a DEBUG log match none
+        cond = _prefilter(fmt, rules)
+        lines = f"SELECT * FROM lines WHERE {cond}" if cond else "SELECT * FROM lines"
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {_record_sql(f, path_groups, lines)}")
+        row = self.con.execute("SELECT count(*) FROM rec WHERE is_record").fetchone()
+        st.records = int(row[0]) if row else 0
+        for rule in rules:
+            match_rule(self.con, rule, tables[rule.name], created)
+        self.con.execute("DROP TABLE IF EXISTS lines")
+        self.con.execute("DROP TABLE IF EXISTS rec")
 
     # ------------------------------------------------------------------ SQLite
     def _observe_sqlite(self, definition: Definition, f: SourceFile) -> None:
@@ -157,7 +149,7 @@ class Observer:
         try:
             for q in definition.queries:
                 try:
-                    batches = _run_query(db, q)
+                    batches = run_query(db, q)
                 except sqlite3.Error as e:
                     st.warning = f"query {q.name} failed ({e})"
                     self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
@@ -165,12 +157,47 @@ class Observer:
                 for table in batches:
                     st.lines += table.num_rows
                     st.records += table.num_rows
-                    st.observations += _insert_query_rows(self.con, definition, f, q, table)
+                    st.observations += insert_query_rows(self.con, definition, f, q, table)
         finally:
             db.close()
 
 
 # ---------------------------------------------------------------------- reading logs
+# a delimiter no log line contains, so that DuckDB's parallel CSV reader hands over whole lines
+_NO_DELIMITER = "chr(31) || chr(30) || chr(29)"
+MAX_LINE_BYTES = 64 << 20
+
+
+def load_lines(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Create temp table lines(line, text) of a file; returns whether invalid bytes were replaced.
+
+    DuckDB's CSV reader (parallel, order-preserving) is the fast path; a file with bytes that are not
+    UTF-8 is read again in Python, chunk by chunk, with those bytes replaced.
+    """
+    try:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE lines AS SELECT row_number() OVER () AS line, coalesce(text, '') AS text "
+            f"FROM read_csv(?, columns = {{'text': 'VARCHAR'}}, delim = {_NO_DELIMITER}, quote = '', escape = '', "
+            f"header = false, auto_detect = false, strict_mode = false, max_line_size = {MAX_LINE_BYTES})",
+            [str(path)],
+        )
+        return False
+    except duckdb.Error:
+        pass
+    con.execute("CREATE OR REPLACE TEMP TABLE lines (line BIGINT, text VARCHAR)")
+    line0 = 0
+    invalid = False
+    for text, n_lines, _nbytes, bad in _chunks(path):
+        invalid |= bad
+        con.execute(
+            "INSERT INTO lines SELECT generate_subscripts(l, 1) + $2 AS line, unnest(l) AS text "
+            "FROM (SELECT string_split($1, chr(10)) AS l)",
+            [text, line0],
+        )
+        line0 += n_lines
+    return invalid
+
+
 def _chunks(path: Path):
     """Yield (text, lines, bytes, had_invalid_utf8) for large chunks of whole lines."""
     with open(path, "rb") as fh:
@@ -204,13 +231,49 @@ def _decode(data: bytes) -> tuple[str, int, int, bool]:
     return text[:-1] if text.endswith("\n") else text, n, len(data), invalid
 
 
-def _record_sql(f: SourceFile, path_groups: list[str]) -> str:
-    """SQL over parameters ($1 chunk text, $2 first line number - 1) giving one row per line."""
+def _without_captures(pattern: str) -> str:
+    """The same pattern with named groups made non-capturing: RE2 then runs its fast DFA."""
+    return re.sub(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>", "(?:", pattern)
+
+
+def _not_understood(con: duckdb.DuckDBPyConnection, fmt: Format) -> int:
+    """Non-empty lines that fit no record; in a multi-line format, only those before the first record."""
+    if fmt.kind == "jsonl":
+        is_record = "json_valid(text)"
+    else:
+        assert fmt.record is not None
+        is_record = f"regexp_matches(text, {quote_literal(_without_captures(fmt.record))})"
+    if not fmt.multiline:
+        row = con.execute(f"SELECT count(*) FROM lines WHERE text <> '' AND NOT {is_record}").fetchone()
+        return int(row[0]) if row else 0
+    first = con.execute(f"SELECT min(line) FROM lines WHERE line <= 1000 AND {is_record}").fetchone()
+    if not first or first[0] is None:
+        first = con.execute(f"SELECT min(line) FROM lines WHERE {is_record}").fetchone()
+    limit = first[0] if first and first[0] is not None else None
+    cond = f"line < {int(limit)}" if limit is not None else "TRUE"
+    row = con.execute(f"SELECT count(*) FROM lines WHERE text <> '' AND {cond}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _prefilter(fmt: Format, rules: tuple[Rule, ...]) -> str | None:
+    """A condition on raw lines that every line a rule can match satisfies, or None.
+
+    With the format's `message_prefix` (the text just before the message, e.g. ': '), the rules' own
+    patterns, unanchored and without captures, after that prefix: one DFA pass over the raw line.
+    False positives are harmless (the exact match follows); false negatives cannot occur.
+    """
+    if fmt.kind != "lines" or not fmt.message_prefix or not rules:
+        return None
+    if any(r.input_field != "message" for r in rules):
+        return None
+    alternatives = [_without_captures(r.match).removeprefix("^") for r in rules]
+    pattern = re.escape(fmt.message_prefix) + "(?:" + "|".join(alternatives) + ")"
+    return f"regexp_matches(text, {quote_literal(pattern)})"
+
+
+def _record_sql(f: SourceFile, path_groups: list[str], lines: str) -> str:
+    """SQL giving one record row per line of the `lines` query (line, text)."""
     fmt = f.format
-    lines = (
-        "SELECT generate_subscripts(l, 1) + $2 AS line, unnest(l) AS text "
-        "FROM (SELECT string_split($1, chr(10)) AS l)"
-    )
     if fmt.kind == "lines":
         assert fmt.record is not None
         names = list(_group_names(fmt.record))
@@ -233,7 +296,8 @@ def _record_sql(f: SourceFile, path_groups: list[str]) -> str:
             key = fmt.fields.get(name, name)
             return f"CASE WHEN is_record THEN json_extract(r, {quote_literal('$.' + _json_path(key))})::VARCHAR END"
 
-        message = f"CASE WHEN is_record THEN json_extract_string(r, {quote_literal('$.' + _json_path(fmt.fields.get('message', 'message')))}) END"
+        message_path = quote_literal("$." + _json_path(fmt.fields.get("message", "message")))
+        message = f"CASE WHEN is_record THEN json_extract_string(r, {message_path}) END"
 
     def raw_text(name: str | None) -> str:
         # JSON strings come quoted from json_extract: unquote them; numbers stay as written
@@ -273,8 +337,6 @@ def _json_path(key: str) -> str:
 
 
 def _group_names(pattern: str) -> tuple[str, ...]:
-    import re
-
     p = re.compile(pattern)
     return tuple(sorted(p.groupindex, key=p.groupindex.__getitem__))
 
@@ -403,7 +465,7 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True)
 
 
-def _run_query(db: sqlite3.Connection, q: Query):
+def run_query(db: sqlite3.Connection, q: Query):
     last: sqlite3.Error | None = None
     for sql in (q.sql, *q.alternatives):
         try:
@@ -431,7 +493,7 @@ def _arrow_column(values: tuple) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def _insert_query_rows(
+def insert_query_rows(
     con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, table: pa.Table
 ) -> int:
     present = set(table.column_names)

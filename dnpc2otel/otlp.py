@@ -149,7 +149,9 @@ def _span(row: dict) -> trace_pb2.Span:
         start_time_unix_nano=max(int(row["start_time_unix_nano"] or 0), 0),
         end_time_unix_nano=max(int(row["end_time_unix_nano"] or row["start_time_unix_nano"] or 0), 0),
         attributes=key_values(row["attributes"]),
-        status=trace_pb2.Status(code=_STATUS.get(row["status_code"] or "UNSET", 0), message=row["status_message"] or ""),
+        status=trace_pb2.Status(
+            code=_STATUS.get(row["status_code"] or "UNSET", 0), message=row["status_message"] or ""
+        ),
     )
     for e in row["events"] or []:
         span.events.append(
@@ -334,7 +336,9 @@ def export(
         con = duckdb.connect(str(db_path), read_only=True)
     except duckdb.Error as e:
         raise UserError(f"{db_path}: cannot open as a DuckDB database ({str(e).splitlines()[0]})") from None
-    hint = resume_hint or f"dnpc2otel export {db_path} --otlp-endpoint {config.endpoint} --otlp-protocol {config.protocol}"
+    hint = resume_hint or (
+        f"dnpc2otel export {db_path} --otlp-endpoint {config.endpoint} --otlp-protocol {config.protocol}"
+    )
     result = ExportResult()
     grpc_send = _GrpcSender(config) if config.protocol == "grpc" else None
 

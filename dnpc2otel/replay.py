@@ -46,7 +46,7 @@ def open_workspace(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection
     con.execute(f"SET temp_directory = '{spill}'")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute("SET preserve_insertion_order = false")
+    # kept on (DuckDB's default): line numbers are counted in file order
     return con
 
 
@@ -95,7 +95,8 @@ def replay(
         _stats_table(con, observer.stats)
         n = con.execute("SELECT count(*) FROM observations").fetchone()
         if not n or n[0] == 0:
-            raise UserError(f"{path}: no usable observation in any source (see warnings above)")
+            why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
+            raise UserError(f"{path}: no usable observation in any source ({why})")
         root = str(selection.root.resolve())
         contexts.reconcile(con, types, selection.runs, root, timezone)
         if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):

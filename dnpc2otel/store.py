@@ -53,8 +53,9 @@ FILL: dict[str, str] = {
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
     "observations": """SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.run_key, o.context_type, o.context_id,
-                              o.event, o.time_ns, o.local_ns, o.clock, o.bounds, o.attributes, o.event_attributes, o.relation, o.related_type,
-                              o.related_id, o.source, o.line, o.converter, o.rule, o.priority
+                              o.event, o.time_ns, o.local_ns, o.clock, o.bounds, o.attributes,
+                              o.event_attributes, o.relation, o.related_type, o.related_id, o.source, o.line,
+                              o.converter, o.rule, o.priority
                        FROM obs_t o JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id
                        ORDER BY o.source, o.line, o.rule, o.context_type, o.context_id, o.event, o.relation,
                                 o.related_id, o.attributes""",
@@ -135,7 +136,9 @@ def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
     try:
         con.execute(f"ATTACH {quote_literal(str(target))} AS out")
     except duckdb.Error as e:
-        raise UserError(f"{target}: exists but is not a DuckDB database ({_first_line(e)}); choose another --duckdb") from None
+        raise UserError(
+            f"{target}: exists but is not a DuckDB database ({_first_line(e)}); choose another --duckdb"
+        ) from None
     try:
         row = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'out' AND table_name = 'dnpc2otel_meta'"
