@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
@@ -94,27 +95,32 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
 
 
 def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition, sample: dict) -> list[SampleResult]:
-    """Build the sample database in memory and count each query's observations."""
+    """Build the sample database in memory, load it as replay does, and count each query's observations."""
     import sqlite3
 
-    from .observe import SourceFile, insert_query_rows, run_query
+    from .observe import SourceFile, insert_query_rows, load_sqlite_tables
 
+    release = sample.get("release", "?")
     db = sqlite3.connect(":memory:")
     try:
         db.executescript(sample["sql"])
     except sqlite3.Error as e:
-        return [SampleResult(definition.name, "samples", sample.get("release", ""), False, f"sample SQL: {e}")]
+        return [SampleResult(definition.name, "samples", release, False, f"sample SQL: {e}")]
     fmt = next(f for f in definition.formats if f.kind == "sqlite")
-    source = SourceFile(path=None, rel="sample.db", definition=definition, format=fmt, groups={})  # type: ignore[arg-type]
+    _, warnings = load_sqlite_tables(con, db, fmt.tables)
+    db.close()
+    if warnings:
+        return [SampleResult(definition.name, "samples", release, False, "; ".join(warnings))]
+    source = SourceFile(path=Path("sample.db"), rel="sample.db", definition=definition, format=fmt, groups={})
     out = []
     expect = sample.get("expect", {})
     for q in definition.queries:
-        label = f"{q.name} ({sample.get('release', '?')})"
+        label = f"{q.name} ({release})"
         con.execute("DROP TABLE IF EXISTS observations")
         con.execute(OBSERVATIONS_DDL)
         try:
-            n = sum(insert_query_rows(con, definition, source, q, t) for t in run_query(db, q))
-        except (sqlite3.Error, duckdb.Error) as e:
+            n = insert_query_rows(con, definition, source, q)
+        except duckdb.Error as e:
             out.append(SampleResult(definition.name, label, "", False, f"query fails: {str(e).splitlines()[0]}"))
             continue
         if q.name not in expect:
@@ -124,5 +130,4 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
             out.append(SampleResult(definition.name, label, "", False, detail))
         else:
             out.append(SampleResult(definition.name, label, "", True))
-    db.close()
     return out

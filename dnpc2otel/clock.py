@@ -40,20 +40,20 @@ def check_timezone(con: duckdb.DuckDBPyConnection, tz: str) -> None:
 
 
 def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
-    """Create table run_clock(run, offset_ns, offset_source) for every run in `obs`."""
+    """Create table run_clock(run, offset_ns, offset_source, tz) for every run of `run_seed`, from `obs`."""
     if timezone is not None and fixed_offset_seconds(timezone) is not None:
         off = fixed_offset_seconds(timezone) or 0
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE run_clock AS SELECT DISTINCT run, {off * 10**9}::BIGINT AS offset_ns, "
             f"{quote_literal('given: --timezone ' + timezone)} AS offset_source, {quote_literal(timezone)} AS tz "
-            "FROM obs"
+            "FROM run_seed"
         )
         return
     if timezone is not None:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE run_clock AS SELECT DISTINCT run, NULL::BIGINT AS offset_ns, "
             f"{quote_literal('given: --timezone ' + timezone)} AS offset_source, {quote_literal(timezone)} AS tz "
-            "FROM obs"
+            "FROM run_seed"
         )
         return
     con.execute(
@@ -72,7 +72,7 @@ def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
                CASE WHEN b.run IS NULL THEN 'assumed: UTC (no source gives both epoch and local time; use --timezone)'
                     ELSE 'inferred from ' || b.n || ' records with epoch and local time' END AS offset_source,
                NULL::VARCHAR AS tz
-        FROM (SELECT DISTINCT run FROM obs) r LEFT JOIN best b USING (run)
+        FROM run_seed r LEFT JOIN best b USING (run)
         """
     )
 

@@ -56,7 +56,6 @@ def reconcile(
     _attributes(con)
     _bounds(con)
     _spans(con, types)
-    _events(con)
     _links(con)
     _run_table(con)
 
@@ -93,16 +92,17 @@ def _runs(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str)
     # run_dirs with a 000 each do not collide
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE obs AS
+        CREATE OR REPLACE TEMP VIEW obs AS
         SELECT m.run, o.* FROM observations o JOIN run_map m USING (run_key) WHERE {keep}
         """
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE run_seed AS
-        SELECT DISTINCT run, CASE WHEN starts_with(run, 'dir:')
-                                  THEN 'path:' || {quote_literal(root)} || '/' || substr(run, 5) ELSE run END AS seed
-        FROM obs
+        SELECT DISTINCT m.run,
+               CASE WHEN starts_with(m.run, 'dir:') THEN 'path:' || {quote_literal(root)} || '/' || substr(m.run, 5)
+                    ELSE m.run END AS seed
+        FROM run_map m WHERE {keep}
         """
     )
 
@@ -126,9 +126,9 @@ def _contexts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx AS
-        SELECT DISTINCT run, context_type AS type, context_id AS id FROM obs
-        UNION SELECT run, related_type, related_id FROM obs WHERE relation = 'child_of'
-        UNION SELECT run, 'workflow', '' FROM obs
+        SELECT DISTINCT run, context_type AS type, context_id AS id FROM obs_t
+        UNION SELECT run, related_type, related_id FROM obs_t WHERE relation = 'child_of'
+        UNION SELECT run, 'workflow', '' FROM obs_t
         """
     )
     con.execute(
@@ -148,7 +148,7 @@ def _parents(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE parent_cand AS
         SELECT o.run, o.context_type AS type, o.context_id AS id, o.related_type AS ptype, o.related_id AS pid,
                coalesce(min(r.rank), 99) AS rank, min(o.priority) AS prio
-        FROM obs o LEFT JOIN ctype_parent r ON r.type = o.context_type AND r.parent_type = o.related_type
+        FROM obs_t o LEFT JOIN ctype_parent r ON r.type = o.context_type AND r.parent_type = o.related_type
         WHERE o.relation = 'child_of' AND NOT (o.related_type = o.context_type AND o.related_id = o.context_id)
         GROUP BY ALL
         """
@@ -187,8 +187,8 @@ def _attributes(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE ctx_attr AS
         SELECT run, type, id, k,
-               first(v ORDER BY t DESC NULLS LAST, priority, source, line) AS v,
-               count(DISTINCT v) AS n_values
+               -- latest wins; then the higher-priority source; then the earlier line; then the value itself
+               arg_max(v, (t IS NOT NULL, coalesce(t, 0), -priority, -coalesce(line, 0), v::VARCHAR)) AS v
         FROM kv GROUP BY run, type, id, k
         """
     )
@@ -272,9 +272,9 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
         """
         CREATE OR REPLACE TEMP TABLE ctx_attrs AS
         SELECT run, type, id,
-               -- keys in order, so that a replay writes byte-identical JSON
-               '{' || coalesce(string_agg(to_json(k) || ':' || v::VARCHAR, ',' ORDER BY k)
-                                 FILTER (WHERE NOT starts_with(k, 'otel.')), '') || '}' AS attrs,
+               -- keys sorted, so that a replay writes byte-identical JSON
+               coalesce(to_json(map_from_entries(list_sort(list({'k': k, 'v': v})
+                                                         FILTER (WHERE NOT starts_with(k, 'otel.'))))), '{}') AS attrs,
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_code') AS status_code,
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_description') AS status_message
         FROM ctx_attr GROUP BY ALL
@@ -307,23 +307,8 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
         LEFT JOIN ctx_attrs a USING (run, type, id)
         LEFT JOIN ctype ct ON ct.type = c.type
         LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
-                          list(DISTINCT converter ORDER BY converter) AS sources
-                   FROM obs GROUP BY ALL) src USING (run, type, id)
-        """
-    )
-
-
-def _events(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE span_events_out AS
-        SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.event AS name,
-               json_merge_patch(json_merge_patch(json_merge_patch('{}', coalesce(o.attributes, '{}')),
-                                                 coalesce(o.event_attributes, '{}')),
-                   json_object('dnpc.source', o.source, 'dnpc.line', o.line, 'dnpc.converter', o.converter,
-                               'dnpc.rule', o.rule, 'dnpc.clock', o.clock)) AS attributes
-        FROM obs_t o JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id
-        WHERE o.event IS NOT NULL AND o.t IS NOT NULL
+                          list_sort(list(DISTINCT converter)) AS sources
+                   FROM obs_t GROUP BY ALL) src USING (run, type, id)
         """
     )
 
@@ -335,7 +320,7 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
         WITH rel AS (
             SELECT run, context_type AS type, context_id AS id, related_type AS ltype, related_id AS lid,
                    relation, min(source) AS source, min(line) AS line
-            FROM obs WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
+            FROM obs_t WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
             UNION ALL
             SELECT run, type, id, ptype, pid, 'also_child_of', NULL, NULL FROM parent_rank WHERE n > 1
         )
@@ -356,7 +341,7 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE dangling_links AS
         SELECT o.run, o.context_type, o.context_id, o.relation, o.related_type, o.related_id
-        FROM obs o LEFT JOIN ctx_id l ON l.run = o.run AND l.type = o.related_type AND l.id = o.related_id
+        FROM obs_t o LEFT JOIN ctx_id l ON l.run = o.run AND l.type = o.related_type AND l.id = o.related_id
         WHERE o.relation NOT IN ('child_of', 'alias') AND l.span_id IS NULL
         """
     )

@@ -47,6 +47,7 @@ class Format:
     clock: str = "dfk"
     multiline: bool = False
     message_prefix: str | None = None  # lines: literal text just before the message (enables prefiltering)
+    tables: tuple[str, ...] = ()  # sqlite: the tables the queries read
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _format(f: dict[str, Any]) -> Format:
         clock=f.get("clock", "dfk"),
         multiline=bool(f.get("multiline", False)),
         message_prefix=f.get("message_prefix"),
+        tables=tuple(f.get("tables", [])),
     )
 
 

@@ -141,25 +141,26 @@ class Observer:
         self.on_bytes(st.bytes)
         try:
             db = _open_sqlite(f.path)
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as e:
             st.warning = f"not a readable SQLite database ({e})"
             self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
             return
         try:
-            for q in definition.queries:
-                try:
-                    batches = run_query(db, q)
-                except sqlite3.Error as e:
-                    st.warning = f"query {q.name} failed ({e})"
-                    self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
-                    continue
-                for table in batches:
-                    st.lines += table.num_rows
-                    st.records += table.num_rows
-                    st.observations += insert_query_rows(self.con, definition, f, q, table)
+            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables)
         finally:
             db.close()
+        for w in warnings:
+            st.warning = w
+            self.on_warning(f"{f.rel}: {w}")
+        st.records = st.lines
+        if st.lines == 0 and warnings:
+            return
+        for q in definition.queries:
+            try:
+                st.observations += insert_query_rows(self.con, definition, f, q)
+            except duckdb.Error as e:
+                st.warning = f"query {q.name} failed ({_first_line(e)})"
+                self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
 
 
 # ---------------------------------------------------------------------- reading logs
@@ -454,6 +455,9 @@ def _emit_sql(definition: Definition, rule: Rule, emit: Emit, base: str, index: 
 
 
 # ---------------------------------------------------------------------- SQLite sources
+SQLITE_SCHEMA = "sqlite_source"
+
+
 def _open_sqlite(path: Path) -> sqlite3.Connection:
     uri = f"file:{path.resolve().as_posix()}?mode=ro"
     try:
@@ -462,28 +466,54 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
         return db
     except sqlite3.OperationalError:
         # a database on a read-only medium, or with a -wal we may not touch: read it as immutable
-        return sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True)
+        db = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
 
 
-def run_query(db: sqlite3.Connection, q: Query):
-    last: sqlite3.Error | None = None
-    for sql in (q.sql, *q.alternatives):
-        try:
-            cur = db.execute(sql)
-        except sqlite3.OperationalError as e:
-            last = e
+def load_sqlite_tables(
+    con: duckdb.DuckDBPyConnection, db: sqlite3.Connection, tables: tuple[str, ...]
+) -> tuple[int, list[str]]:
+    """Copy the named SQLite tables, as they are (plus `_rowid`), into DuckDB schema sqlite_source.
+
+    Rows travel in Arrow batches; every mapping to observations then runs as DuckDB SQL, vectorised.
+    Returns (rows copied, warnings). A table the database lacks (an older schema) is simply absent.
+    """
+    con.execute(f"DROP SCHEMA IF EXISTS {SQLITE_SCHEMA} CASCADE")
+    con.execute(f"CREATE SCHEMA {SQLITE_SCHEMA}")
+    warnings: list[str] = []
+    try:
+        present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        return 0, [f"not a readable SQLite database ({e})"]
+    total = 0
+    for table in tables:
+        if table not in present:
             continue
-        names = [d[0] for d in cur.description]
-        out = []
-        while True:
-            rows = cur.fetchmany(100_000)
-            if not rows:
-                break
-            columns = list(zip(*rows, strict=True))
-            out.append(pa.table({n: _arrow_column(col) for n, col in zip(names, columns, strict=True)}))
-        return out
-    assert last is not None
-    raise last
+        target = f"{SQLITE_SCHEMA}.{quote_ident(table)}"
+        try:
+            cur = db.execute(f"SELECT rowid AS _rowid, * FROM {quote_ident(table)}")
+            names = [d[0] for d in cur.description]
+            created = False
+            while True:
+                rows = cur.fetchmany(100_000)
+                if not rows:
+                    break
+                batch = pa.table({n: _arrow_column(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)})
+                con.register("sqlite_batch", batch)
+                if created:
+                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM sqlite_batch")
+                else:
+                    con.execute(f"CREATE TABLE {target} AS SELECT * FROM sqlite_batch")
+                    created = True
+                con.unregister("sqlite_batch")
+                total += len(rows)
+            if not created:  # an empty table still has its columns, for the queries to bind
+                cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in names)
+                con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
+        except (sqlite3.Error, duckdb.Error, pa.ArrowException) as e:
+            warnings.append(f"table {table} is unreadable ({_first_line(e)}); its rows are missing")
+    return total, warnings
 
 
 def _arrow_column(values: tuple) -> pa.Array:
@@ -493,52 +523,70 @@ def _arrow_column(values: tuple) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def insert_query_rows(
-    con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, table: pa.Table
-) -> int:
-    present = set(table.column_names)
+def insert_query_rows(con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query) -> int:
+    """Run one of the definition's queries (DuckDB SQL over sqlite_source) into `observations`.
+
+    The first of the query and its `alternatives` that binds against the loaded tables is used.
+    """
+    con.execute(f"SET search_path = '{SQLITE_SCHEMA},main'")
+    try:
+        return _insert_query_rows(con, definition, f, q)
+    finally:
+        con.execute("RESET search_path")
+
+
+def _insert_query_rows(con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query) -> int:
+    last: duckdb.Error | None = None
+    for sql in (q.sql, *q.alternatives):
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW query_rows AS {sql}")
+            break
+        except duckdb.Error as e:
+            last = e
+    else:
+        assert last is not None
+        raise last
+    present = {r[0] for r in con.execute("DESCRIBE query_rows").fetchall()}
 
     def col(name: str) -> str:
         return quote_ident(name) if name in present else "NULL"
 
-    relation = (
-        "CASE WHEN parent IS NOT NULL THEN 'child_of' WHEN link IS NOT NULL THEN relation "
-        "WHEN alias IS NOT NULL THEN 'alias' END"
-    )
-    rel_name = {"parent": "parent", "link": "link", "alias": "alias", "relation": "relation"}
-    related = "coalesce(" + ", ".join(col(x) for x in ("parent", "link")) + ")"
-    view = f"q_{_ident(definition.name)}_{_ident(q.name)}"
-    con.register(view, table)
-    try:
-        sub = (
-            f"SELECT {col('run_key')} AS run_key, {col('context')} AS context, {col('event')} AS event, "
-            f"{col('time_local')} AS time_local, {col('time_epoch')} AS time_epoch, {col('clock')} AS clock, "
-            f"{col('bounds')} AS bounds, "
-            f"{col('attributes')} AS attributes, {col('event_attributes')} AS event_attributes, "
-            f"{col(rel_name['parent'])} AS parent, "
-            f"{col(rel_name['link'])} AS link, {col(rel_name['relation'])} AS relation, "
-            f"{col(rel_name['alias'])} AS alias, {related} AS related, {col('line')} AS line FROM {view}"
-        )
-        ctype = "split_part(context, ':', 1)"
-        cid = "substr(context, strpos(context, ':') + 1)"
-        rtype = (
-            "CASE WHEN alias IS NOT NULL AND related IS NULL THEN 'run' "
-            "ELSE split_part(related, ':', 1) END"
-        )
-        rid = "CASE WHEN related IS NULL THEN alias ELSE substr(related, strpos(related, ':') + 1) END"
-        select = (
-            f"SELECT run_key, {ctype}, {cid}, event, {to_ns('time_epoch', 'epoch')}, "
-            f"{to_ns('time_local', 'timestamp')}, coalesce(clock, 'dfk'), coalesce(TRY_CAST(bounds AS BOOLEAN), true), "
-            f"coalesce(attributes, '{{}}'), "
-            f"coalesce(event_attributes, '{{}}'), "
-            f"{relation}, {rtype}, {rid}, {quote_literal(f.rel)}, TRY_CAST(line AS BIGINT), "
-            f"{quote_literal(definition.name)}, {quote_literal(q.name)}, {definition.priority} "
-            f"FROM ({sub}) WHERE context IS NOT NULL AND run_key IS NOT NULL"
-        )
-        row = con.execute(f"INSERT INTO observations ({', '.join(COLUMNS)}) {select}").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        con.unregister(view)
+    related = f"coalesce({col('parent')}, {col('link')})"
+    select = f"""
+        SELECT {col('run_key')}::VARCHAR AS run_key,
+               split_part(context, ':', 1) AS context_type,
+               substr(context, strpos(context, ':') + 1) AS context_id,
+               {col('event')}::VARCHAR AS event,
+               {to_ns(f"{col('time_epoch')}::VARCHAR", 'epoch')} AS time_ns,
+               {to_ns(f"{col('time_local')}::VARCHAR", 'timestamp')} AS local_ns,
+               coalesce({col('clock')}::VARCHAR, 'dfk') AS clock,
+               coalesce(TRY_CAST({col('bounds')} AS BOOLEAN), true) AS bounds,
+               -- merge-patching into {{}} drops the members whose value is null
+               json_merge_patch('{{}}', coalesce({col('attributes')}::JSON, '{{}}'))::VARCHAR AS attributes,
+               json_merge_patch('{{}}', coalesce({col('event_attributes')}::JSON, '{{}}'))::VARCHAR
+                   AS event_attributes,
+               CASE WHEN {col('parent')} IS NOT NULL THEN 'child_of'
+                    WHEN {col('link')} IS NOT NULL THEN {col('relation')}::VARCHAR
+                    WHEN {col('alias')} IS NOT NULL THEN 'alias' END AS relation,
+               CASE WHEN {related} IS NOT NULL THEN split_part({related}, ':', 1)
+                    WHEN {col('alias')} IS NOT NULL THEN 'run' END AS related_type,
+               CASE WHEN {related} IS NOT NULL THEN substr({related}, strpos({related}, ':') + 1)
+                    ELSE {col('alias')}::VARCHAR END AS related_id,
+               {quote_literal(f.rel)} AS source,
+               TRY_CAST({col('line')} AS BIGINT) AS line,
+               {quote_literal(definition.name)} AS converter,
+               {quote_literal(q.name)} AS rule,
+               {definition.priority} AS priority
+        FROM (SELECT *, {col('context')}::VARCHAR AS context FROM query_rows)
+        WHERE context IS NOT NULL AND {col('run_key')} IS NOT NULL
+    """
+    row = con.execute(f"INSERT INTO main.observations ({', '.join(COLUMNS)}) {select}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _ident(name: str) -> str:

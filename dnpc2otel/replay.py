@@ -127,7 +127,8 @@ def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
     )
     summary.spans = sum(summary.contexts.values())
     summary.links = _count(con, "span_links_out")
-    summary.events = _count(con, "span_events_out")
+    row = con.execute("SELECT count(*) FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL").fetchone()
+    summary.events = int(row[0]) if row else 0
     summary.observations = _count(con, "obs_t")
     summary.dangling_links = _count(con, "dangling_links")
     cols = ["run_id", "run_dir", "trace_id", "utc_offset_seconds", "offset_source", "spans"]

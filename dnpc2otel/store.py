@@ -16,15 +16,13 @@ from . import __version__
 from .errors import UserError
 from .templates import quote_literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, str] = {
     "spans": """(
         trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, name VARCHAR, service_name VARCHAR,
         context_type VARCHAR, start_time_unix_nano BIGINT, end_time_unix_nano BIGINT,
         status_code VARCHAR, status_message VARCHAR, attributes JSON)""",
-    "span_events": """(
-        trace_id VARCHAR, span_id VARCHAR, time_unix_nano BIGINT, name VARCHAR, attributes JSON)""",
     "span_links": """(
         trace_id VARCHAR, span_id VARCHAR, linked_trace_id VARCHAR, linked_span_id VARCHAR, attributes JSON)""",
     "runs": """(
@@ -47,8 +45,6 @@ FILL: dict[str, str] = {
     "spans": """SELECT trace_id, span_id, parent_span_id, name, service_name, context_type, start_time_unix_nano,
                        end_time_unix_nano, status_code, status_message, attributes
                 FROM spans_out ORDER BY trace_id, start_time_unix_nano, span_id""",
-    "span_events": """SELECT * FROM span_events_out
-                      ORDER BY trace_id, span_id, time_unix_nano, name, attributes::VARCHAR""",
     "span_links": """SELECT * FROM span_links_out ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR""",
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
@@ -56,14 +52,20 @@ FILL: dict[str, str] = {
                               o.event, o.time_ns, o.local_ns, o.clock, o.bounds, o.attributes,
                               o.event_attributes, o.relation, o.related_type, o.related_id, o.source, o.line,
                               o.converter, o.rule, o.priority
-                       FROM obs_t o JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id
-                       ORDER BY o.source, o.line, o.rule, o.context_type, o.context_id, o.event, o.relation,
-                                o.related_id, o.attributes""",
+                       FROM obs_t o
+                       JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id""",
     "sources": """SELECT {root} AS root, source, converter, format, bytes, lines, records, observations,
                          not_understood, invalid_bytes, warning FROM sources_out ORDER BY source""",
 }
 
 VIEWS = {
+    # every observation that is an event, with its provenance: a view, so that the facts are stored once
+    "span_events": """
+        SELECT trace_id, span_id, time_unix_nano, event AS name,
+               json_merge_patch(json_merge_patch(attributes, event_attributes),
+                   json_object('dnpc.source', source, 'dnpc.line', line, 'dnpc.converter', converter,
+                               'dnpc.rule', rule, 'dnpc.clock', clock)) AS attributes
+        FROM observations WHERE event IS NOT NULL AND time_unix_nano IS NOT NULL""",
     # one row per task with its duration and outcome: the usual first question
     "tasks": """
         SELECT trace_id, span_id, name AS app,
@@ -128,8 +130,13 @@ def write(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
 
 
 def _fill(con: duckdb.DuckDBPyConnection, db: str, root: str) -> None:
-    for table, sql in FILL.items():
-        con.execute(f"INSERT INTO {db}.{table} {sql.format(root=quote_literal(root))}")
+    # row order is not part of the content: let DuckDB write the large tables in parallel
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        for table, sql in FILL.items():
+            con.execute(f"INSERT INTO {db}.{table} {sql.format(root=quote_literal(root))}")
+    finally:
+        con.execute("RESET preserve_insertion_order")
 
 
 def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
@@ -145,6 +152,12 @@ def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
         ).fetchone()
         if not row or row[0] == 0:
             raise UserError(f"{target}: exists but was not written by dnpc2otel; choose another --duckdb")
+        version = con.execute("SELECT value FROM out.dnpc2otel_meta WHERE key = 'schema_version'").fetchone()
+        if not version or version[0] != str(SCHEMA_VERSION):
+            raise UserError(
+                f"{target}: written with another dnpc2otel schema ({version[0] if version else '?'}, this is "
+                f"{SCHEMA_VERSION}); replay into a new file"
+            )
         con.execute("BEGIN TRANSACTION")
         try:
             for table in TABLES:
