@@ -76,9 +76,11 @@ def cli() -> None:
 @click.option("--converters", "converter_dirs", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Directory of extra converter definitions (repeatable).")
 @click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
+@click.option("--disagreement-ms", type=float, default=1.0, show_default=True,
+              help="Report the same event recorded by two sources further apart than this.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
-           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, quiet) -> None:
+           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, disagreement_ms, quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
     from .replay import replay as run_replay
 
@@ -93,6 +95,7 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
             converter_dirs=list(converter_dirs),
             timezone=timezone,
             memory_limit=memory_limit,
+            disagreement_ms=disagreement_ms,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     # warnings are shown once the replay succeeded; a fatal error carries its own cause in one line
@@ -180,6 +183,9 @@ def _print_summary(s) -> None:
     read = [x for x in s.sources if not x.warning]
     t.add_row("sources read", ", ".join(x.source for x in read) or "none")
     t.add_row("lines not understood", str(s.lines_not_understood))
+    if s.disagreements:
+        t.add_row("disagreements (table disagreements)", ", ".join(
+            f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "") for kind, (n, ms) in s.disagreements.items()))
     if s.dangling_links:
         t.add_row("links to contexts no source describes", str(s.dangling_links))
     if s.warnings:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import duckdb
 
-from . import clock
+from . import clock, disagreements
 from .definitions import ContextType
 from .templates import quote_literal
 
@@ -39,8 +39,9 @@ def reconcile(
     run_dirs: list[str] | None,
     root: str,
     timezone: str | None = None,
+    threshold_ms: float = disagreements.DEFAULT_THRESHOLD_MS,
 ) -> None:
-    """Build tables spans, span_events, span_links and runs from table observations."""
+    """Build tables spans_out, span_links_out, disagreements_out and runs_out from table observations."""
     _runs(con, run_dirs, root)
     clock.infer_offsets(con, timezone)
     con.execute(
@@ -54,6 +55,7 @@ def reconcile(
     _contexts(con)
     _parents(con)
     _attributes(con)
+    disagreements.find(con, types, threshold_ms)
     _bounds(con)
     _spans(con, types)
     _links(con)
@@ -156,7 +158,9 @@ def _parents(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE parent_rank AS
-        SELECT *, row_number() OVER (PARTITION BY run, type, id ORDER BY rank, prio, ptype, pid) AS n
+        SELECT *, row_number() OVER (PARTITION BY run, type, id ORDER BY rank, prio, ptype, pid) AS n,
+               -- two claimants of the same type (an id reused, a try launched twice): choose none of them
+               count(*) OVER (PARTITION BY run, type, id, ptype) > 1 AS conflict
         FROM parent_cand
         """
     )
@@ -167,7 +171,8 @@ def _parents(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.ptype, 'workflow') END AS ptype,
                CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.pid, '') END AS pid,
                p.ptype IS NULL AND NOT (c.type = 'workflow' AND c.id = '') AS orphan
-        FROM ctx c LEFT JOIN parent_rank p ON p.run = c.run AND p.type = c.type AND p.id = c.id AND p.n = 1
+        FROM ctx c
+        LEFT JOIN parent_rank p ON p.run = c.run AND p.type = c.type AND p.id = c.id AND p.n = 1 AND NOT p.conflict
         """
     )
 
@@ -214,11 +219,17 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE chosen_bounds AS
         SELECT run, type, id,
-               arg_min(s, (priority, converter)) AS s, arg_min(e, (priority, converter)) AS e,
+               arg_min(s, (priority, converter)) AS s,
+               -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
+               CASE WHEN bool_or(inc.id IS NOT NULL) THEN max(e) ELSE arg_min(e, (priority, converter)) END AS e,
                arg_min(converter, (priority, converter)) AS bounds_source,
                count(*) AS n_sources,
                (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
-        FROM source_bounds GROUP BY ALL
+        FROM source_bounds
+        LEFT JOIN (SELECT DISTINCT i.run, i.type, i.id FROM disagreements_out d
+                   JOIN ctx_id i ON i.trace_id = d.trace_id AND i.span_id = d.span_id
+                   WHERE d.kind = 'incomplete') inc USING (run, type, id)
+        GROUP BY run, type, id
         """
     )
     con.execute(
@@ -296,6 +307,7 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
                    json_object('dnpc.context_type', c.type, 'dnpc.context_id', c.id,
                                'parsl.run_id', CASE WHEN starts_with(c.run, 'dir:') THEN NULL ELSE c.run END,
                                'dnpc.orphan', CASE WHEN c.orphan THEN true END,
+                               'dnpc.incomplete', CASE WHEN inc.span_id IS NOT NULL THEN true END,
                                'dnpc.sources', src.sources, 'dnpc.bounds.source', c.bounds_source,
                                'dnpc.start.spread_ms', CASE WHEN c.n_sources > 1 THEN c.start_spread_ms END,
                                'dnpc.end.spread_ms', CASE WHEN c.n_sources > 1 THEN c.end_spread_ms END))
@@ -306,6 +318,8 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
         LEFT JOIN ctx_id pi ON pi.run = c.run AND pi.type = c.ptype AND pi.id = c.pid
         LEFT JOIN ctx_attrs a USING (run, type, id)
         LEFT JOIN ctype ct ON ct.type = c.type
+        LEFT JOIN (SELECT DISTINCT span_id FROM disagreements_out WHERE kind = 'incomplete') inc
+               ON inc.span_id = i.span_id
         LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
                           list_sort(list(DISTINCT converter)) AS sources
                    FROM obs_t GROUP BY ALL) src USING (run, type, id)
@@ -322,7 +336,9 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
                    relation, min(source) AS source, min(line) AS line
             FROM obs_t WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
             UNION ALL
-            SELECT run, type, id, ptype, pid, 'also_child_of', NULL, NULL FROM parent_rank WHERE n > 1
+            SELECT run, type, id, ptype, pid, CASE WHEN conflict THEN 'conflicting_parent' ELSE 'also_child_of' END,
+                   NULL, NULL
+            FROM parent_rank WHERE n > 1 OR conflict
         )
         SELECT i.trace_id, i.span_id, l.trace_id AS linked_trace_id, l.span_id AS linked_span_id,
                json_object('dnpc.relation', r.relation, 'dnpc.linked_context', r.ltype || ':' || r.lid,

@@ -31,6 +31,8 @@ class ContextType:
     service: str = "dnpc2otel"
     parents: tuple[str, ...] = ()  # preferred parent types, best first
     covers_children: bool = False  # span widened to cover its children (workflow, executor)
+    order: tuple[tuple[str, ...], ...] = ()  # events in the order they must happen (each step: alternatives)
+    terminal: tuple[str, ...] = ()  # events that close the context; none seen: incomplete
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
             service=v.get("service", raw.get("service", "dnpc2otel")),
             parents=tuple(v.get("parents", [])),
             covers_children=bool(v.get("covers_children", False)),
+            order=tuple(tuple([step] if isinstance(step, str) else step) for step in v.get("order", [])),
+            terminal=tuple(v.get("terminal", [])),
         )
         for k, v in raw.get("contexts", {}).items()
     }

@@ -30,6 +30,7 @@ class ReplaySummary:
     events: int = 0
     observations: int = 0
     dangling_links: int = 0
+    disagreements: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # kind → (count, max ms)
     sources: list[FileStats] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exported_spans: int | None = None
@@ -56,6 +57,7 @@ def replay(
     converter_dirs: list[Path] | None = None,
     timezone: str | None = None,
     memory_limit: str | None = None,
+    disagreement_ms: float = 1.0,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
@@ -98,7 +100,7 @@ def replay(
             why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
             raise UserError(f"{path}: no usable observation in any source ({why})")
         root = str(selection.root.resolve())
-        contexts.reconcile(con, types, selection.runs, root, timezone)
+        contexts.reconcile(con, types, selection.runs, root, timezone, disagreement_ms)
         if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):
             raise UserError(f"{path}: the sources name no run that was selected")
         store.write(con, target, root)
@@ -131,6 +133,12 @@ def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
     summary.events = int(row[0]) if row else 0
     summary.observations = _count(con, "obs_t")
     summary.dangling_links = _count(con, "dangling_links")
+    summary.disagreements = {
+        kind: (n, biggest)
+        for kind, n, biggest in con.execute(
+            "SELECT kind, count(*), max(size_ms) FROM disagreements_out GROUP BY kind ORDER BY kind"
+        ).fetchall()
+    }
     cols = ["run_id", "run_dir", "trace_id", "utc_offset_seconds", "offset_source", "spans"]
     summary.runs = [
         dict(zip(cols, r, strict=True))

@@ -25,6 +25,9 @@ TABLES: dict[str, str] = {
         status_code VARCHAR, status_message VARCHAR, attributes JSON)""",
     "span_links": """(
         trace_id VARCHAR, span_id VARCHAR, linked_trace_id VARCHAR, linked_span_id VARCHAR, attributes JSON)""",
+    "disagreements": """(
+        trace_id VARCHAR, span_id VARCHAR, context_type VARCHAR, context_id VARCHAR, kind VARCHAR, subject VARCHAR,
+        size_ms DOUBLE, detail JSON)""",
     "runs": """(
         trace_id VARCHAR, run_id VARCHAR, run_dir VARCHAR, root VARCHAR, utc_offset_seconds INTEGER,
         timezone VARCHAR, offset_source VARCHAR, start_time_unix_nano BIGINT, end_time_unix_nano BIGINT,
@@ -46,6 +49,8 @@ FILL: dict[str, str] = {
                        end_time_unix_nano, status_code, status_message, attributes
                 FROM spans_out ORDER BY trace_id, start_time_unix_nano, span_id""",
     "span_links": """SELECT * FROM span_links_out ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR""",
+    "disagreements": """SELECT * FROM disagreements_out
+                         ORDER BY trace_id, kind, context_type, context_id, subject""",
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
     "observations": """SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.run_key, o.context_type, o.context_id,

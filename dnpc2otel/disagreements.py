@@ -1,0 +1,138 @@
+"""Where sources disagree, and where a context is left open: recorded, never silently resolved.
+
+Kinds of disagreement (table `disagreements`, one row each, with its size):
+- `same_event_apart`: two sources record the same event of a context at times further apart than the
+  threshold (e.g. parsl.log's exec_done and monitoring.db's exec_done status row).
+- `impossible_order`: events of a context in an order its type forbids (its `order` list), e.g. a try
+  `running` before it was `launched` (a known race of Parsl's monitoring for fast tasks).
+- `missing_in_source`: a source that describes contexts of a type in a run lacks one that others have.
+- `parent_conflict`: a context claimed as child of two different contexts of the same type (an executor
+  id reused, a try launched twice): no parent is chosen among them; the context hangs under the
+  workflow, marked, instead of under a wrong parent.
+- `incomplete`: a context of a type with `terminal` events has none (a crashed or killed run): its span
+  ends at its last observation and carries `dnpc.incomplete = true`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from .definitions import ContextType
+from .templates import quote_literal
+
+DEFAULT_THRESHOLD_MS = 1.0
+
+
+def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshold_ms: float) -> None:
+    """Create table disagreements_out from obs_t, ctx_id and parent_cand (see contexts.reconcile)."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE disagreements_out (
+            trace_id VARCHAR, span_id VARCHAR, context_type VARCHAR, context_id VARCHAR, kind VARCHAR,
+            subject VARCHAR, size_ms DOUBLE, detail JSON)
+        """
+    )
+    _same_event_apart(con, threshold_ms)
+    _impossible_order(con, types)
+    _missing_in_source(con)
+    _parent_conflicts(con)
+    _incomplete(con, types)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
+    con.execute(
+        f"""
+        INSERT INTO disagreements_out
+        SELECT i.trace_id, i.span_id, d.type, d.id, d.kind, d.subject, d.size_ms, d.detail
+        FROM ({select}) d JOIN ctx_id i ON i.run = d.run AND i.type = d.type AND i.id = d.id
+        """
+    )
+
+
+def _same_event_apart(con: duckdb.DuckDBPyConnection, threshold_ms: float) -> None:
+    _insert(
+        con,
+        f"""
+        -- the k-th occurrence of an event in one source is compared with the k-th in the others (a task
+        -- is pending once per try)
+        SELECT run, type, id, 'same_event_apart' AS kind, event AS subject, (max(t) - min(t)) / 1e6 AS size_ms,
+               json_object('occurrence', k, 'earliest', arg_min(src, t), 'latest', arg_max(src, t)) AS detail
+        FROM (SELECT run, context_type AS type, context_id AS id, event, t,
+                     converter || ':' || source || ':' || line AS src, converter,
+                     row_number() OVER (PARTITION BY run, context_type, context_id, event, converter
+                                        ORDER BY t, source, line) AS k
+              FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL)
+        GROUP BY run, type, id, event, k
+        HAVING count(DISTINCT converter) > 1 AND (max(t) - min(t)) / 1e6 > {float(threshold_ms)}
+        """,
+    )
+
+
+def _impossible_order(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    rows = [(t.name, rank, ev) for t in types.values() for rank, evs in enumerate(t.order) for ev in evs]
+    if not rows:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE event_rank (type VARCHAR, rank INTEGER, event VARCHAR)")
+    con.executemany("INSERT INTO event_rank VALUES (?, ?, ?)", rows)
+    _insert(
+        con,
+        """
+        WITH first_seen AS (
+            SELECT o.run, o.context_type AS type, o.context_id AS id, r.rank, min(o.t) AS t,
+                   arg_min(o.event || ' (' || o.converter || ')', o.t) AS what
+            FROM obs_t o JOIN event_rank r ON r.type = o.context_type AND r.event = o.event
+            WHERE o.t IS NOT NULL GROUP BY ALL
+        )
+        SELECT a.run, a.type, a.id, 'impossible_order' AS kind, a.what || ' after ' || b.what AS subject,
+               (a.t - b.t) / 1e6 AS size_ms, json_object('expected_first', a.what, 'seen_first', b.what) AS detail
+        FROM first_seen a JOIN first_seen b USING (run, type, id)
+        WHERE a.rank < b.rank AND a.t > b.t
+        """,
+    )
+
+
+def _missing_in_source(con: duckdb.DuckDBPyConnection) -> None:
+    _insert(
+        con,
+        """
+        WITH seen AS (SELECT DISTINCT run, context_type AS type, context_id AS id, converter FROM obs_t),
+        describes AS (SELECT DISTINCT run, type, converter FROM seen),
+        contexts AS (SELECT DISTINCT run, type, id FROM seen)
+        SELECT c.run, c.type, c.id, 'missing_in_source' AS kind, d.converter AS subject, NULL AS size_ms,
+               json_object('missing_from', d.converter) AS detail
+        FROM contexts c JOIN describes d USING (run, type)
+        LEFT JOIN seen s ON s.run = c.run AND s.type = c.type AND s.id = c.id AND s.converter = d.converter
+        WHERE s.converter IS NULL
+        """,
+    )
+
+
+def _parent_conflicts(con: duckdb.DuckDBPyConnection) -> None:
+    _insert(
+        con,
+        """
+        SELECT run, type, id, 'parent_conflict' AS kind, ptype AS subject, NULL AS size_ms,
+               json_object('claimed_by', list(ptype || ':' || pid ORDER BY pid)) AS detail
+        FROM parent_cand GROUP BY run, type, id, ptype HAVING count(DISTINCT pid) > 1
+        """,
+    )
+
+
+def _incomplete(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    rows = [(t.name, ev) for t in types.values() for ev in t.terminal]
+    if not rows:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE terminal_event (type VARCHAR, event VARCHAR)")
+    con.executemany("INSERT INTO terminal_event VALUES (?, ?)", rows)
+    typed = ", ".join(quote_literal(t) for t in {r[0] for r in rows})
+    _insert(
+        con,
+        f"""
+        SELECT o.run, o.context_type AS type, o.context_id AS id, 'incomplete' AS kind,
+               'no terminal event' AS subject, NULL AS size_ms,
+               json_object('last_event', arg_max(o.event, o.t)) AS detail
+        FROM obs_t o LEFT JOIN terminal_event te ON te.type = o.context_type AND te.event = o.event
+        WHERE o.context_type IN ({typed})
+        GROUP BY ALL HAVING count(te.event) = 0
+        """,
+    )
