@@ -184,8 +184,9 @@ def _print_summary(s) -> None:
     t.add_row("sources read", ", ".join(x.source for x in read) or "none")
     t.add_row("lines not understood", str(s.lines_not_understood))
     if s.disagreements:
-        t.add_row("disagreements (table disagreements)", ", ".join(
-            f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "") for kind, (n, ms) in s.disagreements.items()))
+        kinds = [f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "")
+                 for kind, (n, ms) in s.disagreements.items()]
+        t.add_row("disagreements (table disagreements)", ", ".join(kinds))
     if s.dangling_links:
         t.add_row("links to contexts no source describes", str(s.dangling_links))
     if s.warnings:

@@ -151,6 +151,6 @@ def test_a_context_claimed_by_two_parents_gets_neither(htex_copy, tmp_path):
     conflicts = rows(out, "SELECT context_id, detail FROM disagreements WHERE kind = 'parent_conflict'")
     assert conflicts and conflicts[0][0] == "a"
     assert json.loads(conflicts[0][1])["claimed_by"] == ["task:1", "task:2"]
-    links = rows(out, """SELECT count(*) FROM span_links l JOIN spans s USING (span_id)
-                         WHERE s.context_type = 'thing' AND l.attributes->>'$."dnpc.relation"' = 'conflicting_parent'""")
+    links = rows(out, """SELECT count(*) FROM span_links l JOIN spans s USING (span_id) WHERE s.context_type = 'thing'
+                         AND l.attributes->>'$."dnpc.relation"' = 'conflicting_parent'""")
     assert links == [(2,)]
