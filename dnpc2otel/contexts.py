@@ -6,6 +6,7 @@ Policy, in order:
    canonical key is its run_id when any source gives it.
 2. Time. Naive local times are shifted by the run's UTC offset (see `clock`).
 3. Contexts are every (run, type, id) observed or named as a parent; every run has a workflow context.
+   Inside, a context is keyed by a 64-bit hash of (run, type, id) (a collision is detected, not ignored).
 4. Parents. A context may be asserted child_of several contexts. The primary parent is the one whose
    type comes first in the context type's `parents` list (then the source of higher priority); the
    others become span links with relation `also_child_of`. A context with no parent hangs under the
@@ -47,7 +48,11 @@ def reconcile(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE obs_t AS
-        SELECT o.*, {clock.resolved_time_sql('o')} AS t
+        SELECT o.*, {clock.resolved_time_sql('o')} AS t,
+               -- integer keys of the context and of the related one: joins and groupings on 64-bit hashes
+               hash(o.run, o.context_type, o.context_id) AS ck,
+               CASE WHEN o.related_id IS NOT NULL AND o.relation <> 'alias'
+                    THEN hash(o.run, o.related_type, o.related_id) END AS rk
         FROM obs o JOIN run_clock c USING (run)
         """
     )
@@ -128,15 +133,18 @@ def _contexts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx AS
-        SELECT DISTINCT run, context_type AS type, context_id AS id FROM obs_t
-        UNION SELECT run, related_type, related_id FROM obs_t WHERE relation = 'child_of'
-        UNION SELECT run, 'workflow', '' FROM obs_t
+        SELECT DISTINCT ck, run, context_type AS type, context_id AS id FROM obs_t
+        UNION SELECT rk, run, related_type, related_id FROM obs_t WHERE relation = 'child_of'
+        UNION SELECT hash(run, 'workflow', ''), run, 'workflow', '' FROM run_seed
         """
     )
+    row = con.execute("SELECT count(*) - count(DISTINCT ck) FROM ctx").fetchone()
+    if row and row[0]:
+        raise RuntimeError("two contexts hash to the same 64-bit key; please report this input")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_id AS
-        SELECT c.run, c.type, c.id, s.seed,
+        SELECT c.ck, c.run, c.type, c.id, s.seed,
                substr(sha256('dnpc2otel/trace/' || s.seed), 1, 32) AS trace_id,
                substr(sha256(s.seed || '/' || c.type || '/' || c.id), 1, 16) AS span_id
         FROM ctx c JOIN run_seed s USING (run)
@@ -148,31 +156,30 @@ def _parents(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE parent_cand AS
-        SELECT o.run, o.context_type AS type, o.context_id AS id, o.related_type AS ptype, o.related_id AS pid,
-               coalesce(min(r.rank), 99) AS rank, min(o.priority) AS prio
+        SELECT o.ck, o.rk AS pk, o.run, o.context_type AS type, o.context_id AS id, o.related_type AS ptype,
+               o.related_id AS pid, coalesce(min(r.rank), 99) AS rank, min(o.priority) AS prio
         FROM obs_t o LEFT JOIN ctype_parent r ON r.type = o.context_type AND r.parent_type = o.related_type
-        WHERE o.relation = 'child_of' AND NOT (o.related_type = o.context_type AND o.related_id = o.context_id)
+        WHERE o.relation = 'child_of' AND o.rk <> o.ck
         GROUP BY ALL
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE parent_rank AS
-        SELECT *, row_number() OVER (PARTITION BY run, type, id ORDER BY rank, prio, ptype, pid) AS n,
+        SELECT *, row_number() OVER (PARTITION BY ck ORDER BY rank, prio, ptype, pid) AS n,
                -- two claimants of the same type (an id reused, a try launched twice): choose none of them
-               count(*) OVER (PARTITION BY run, type, id, ptype) > 1 AS conflict
+               count(*) OVER (PARTITION BY ck, ptype) > 1 AS conflict
         FROM parent_cand
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_parent AS
-        SELECT c.run, c.type, c.id,
-               CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.ptype, 'workflow') END AS ptype,
-               CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL ELSE coalesce(p.pid, '') END AS pid,
-               p.ptype IS NULL AND NOT (c.type = 'workflow' AND c.id = '') AS orphan
-        FROM ctx c
-        LEFT JOIN parent_rank p ON p.run = c.run AND p.type = c.type AND p.id = c.id AND p.n = 1 AND NOT p.conflict
+        SELECT c.ck,
+               CASE WHEN c.type = 'workflow' AND c.id = '' THEN NULL
+                    ELSE coalesce(p.pk, hash(c.run, 'workflow', '')) END AS pk,
+               p.pk IS NULL AND NOT (c.type = 'workflow' AND c.id = '') AS orphan
+        FROM ctx c LEFT JOIN parent_rank p ON p.ck = c.ck AND p.n = 1 AND NOT p.conflict
         """
     )
 
@@ -181,8 +188,8 @@ def _attributes(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE kv AS
-        SELECT run, type, id, e.key AS k, e.value AS v, t, priority, source, line FROM (
-            SELECT run, context_type AS type, context_id AS id, t, priority, source, line,
+        SELECT ck, e.key AS k, e.value AS v, t, priority, line FROM (
+            SELECT ck, t, priority, line,
                    unnest(map_entries(CAST(CAST(attributes AS JSON) AS MAP(VARCHAR, JSON)))) AS e
             FROM obs_t WHERE attributes IS NOT NULL AND attributes <> '{}'
         ) WHERE e.value IS NOT NULL
@@ -191,10 +198,10 @@ def _attributes(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_attr AS
-        SELECT run, type, id, k,
+        SELECT ck, k,
                -- latest wins; then the higher-priority source; then the earlier line; then the value itself
                arg_max(v, (t IS NOT NULL, coalesce(t, 0), -priority, -coalesce(line, 0), v::VARCHAR)) AS v
-        FROM kv GROUP BY run, type, id, k
+        FROM kv GROUP BY ck, k
         """
     )
 
@@ -205,12 +212,12 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE source_bounds AS
         WITH tiers AS (
-            SELECT run, context_type AS type, context_id AS id, converter, min(priority) AS priority,
+            SELECT ck, converter, min(priority) AS priority,
                    CASE WHEN bounds AND event IS NOT NULL THEN 0 WHEN event IS NOT NULL THEN 1 ELSE 2 END AS tier,
                    min(t) AS s, max(t) AS e
             FROM obs_t WHERE t IS NOT NULL GROUP BY ALL
         )
-        SELECT * FROM tiers QUALIFY tier = min(tier) OVER (PARTITION BY run, type, id)
+        SELECT * FROM tiers QUALIFY tier = min(tier) OVER (PARTITION BY ck)
         """
     )
     # The span follows the most trusted source that times the context (lowest converter priority);
@@ -218,29 +225,27 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE chosen_bounds AS
-        SELECT run, type, id,
+        SELECT ck,
                arg_min(s, (priority, converter)) AS s,
                -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
-               CASE WHEN bool_or(inc.id IS NOT NULL) THEN max(e) ELSE arg_min(e, (priority, converter)) END AS e,
+               CASE WHEN bool_or(inc.ck IS NOT NULL) THEN max(e) ELSE arg_min(e, (priority, converter)) END AS e,
                arg_min(converter, (priority, converter)) AS bounds_source,
                count(*) AS n_sources,
                (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
         FROM source_bounds
-        LEFT JOIN (SELECT DISTINCT i.run, i.type, i.id FROM disagreements_out d
-                   JOIN ctx_id i ON i.trace_id = d.trace_id AND i.span_id = d.span_id
-                   WHERE d.kind = 'incomplete') inc USING (run, type, id)
-        GROUP BY run, type, id
+        LEFT JOIN (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') inc USING (ck)
+        GROUP BY ck
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_bounds AS
-        SELECT c.run, c.type, c.id, p.ptype, p.pid, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
+        SELECT c.ck, c.run, c.type, c.id, p.pk, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
                coalesce(ct.covers, false) AS covers, b.bounds_source, b.n_sources, b.start_spread_ms,
                b.end_spread_ms
         FROM ctx c
-        JOIN ctx_parent p USING (run, type, id)
-        LEFT JOIN chosen_bounds b USING (run, type, id)
+        JOIN ctx_parent p USING (ck)
+        LEFT JOIN chosen_bounds b USING (ck)
         LEFT JOIN ctype ct ON ct.type = c.type
         """
     )
@@ -249,10 +254,8 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
         changed = con.execute(
             """
             UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
-            FROM (SELECT run, ptype, pid, min(s) AS s, max(e) AS e FROM ctx_bounds WHERE s IS NOT NULL
-                  GROUP BY ALL) ch
-            WHERE ch.run = p.run AND ch.ptype = p.type AND ch.pid = p.id
-              AND (p.covers OR p.untimed OR p.type = 'workflow')
+            FROM (SELECT pk, min(s) AS s, max(e) AS e FROM ctx_bounds WHERE s IS NOT NULL GROUP BY pk) ch
+            WHERE ch.pk = p.ck AND (p.covers OR p.untimed OR p.type = 'workflow')
               AND (p.s IS NULL OR ch.s < p.s OR ch.e > p.e)
             """
         ).fetchone()
@@ -264,7 +267,7 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
             """
             UPDATE ctx_bounds AS c SET s = p.s, e = p.s
             FROM ctx_bounds p
-            WHERE c.s IS NULL AND p.run = c.run AND p.type = c.ptype AND p.id = c.pid AND p.s IS NOT NULL
+            WHERE c.s IS NULL AND p.ck = c.pk AND p.s IS NOT NULL
             """
         ).fetchone()
         if not changed or changed[0] == 0:
@@ -282,7 +285,7 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE ctx_attrs AS
-        SELECT run, type, id,
+        SELECT ck,
                -- keys sorted, so that a replay writes byte-identical JSON
                coalesce(to_json(map_from_entries(list_sort(list({'k': k, 'v': v})
                                                          FILTER (WHERE NOT starts_with(k, 'otel.'))))), '{}') AS attrs,
@@ -307,22 +310,19 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
                    json_object('dnpc.context_type', c.type, 'dnpc.context_id', c.id,
                                'parsl.run_id', CASE WHEN starts_with(c.run, 'dir:') THEN NULL ELSE c.run END,
                                'dnpc.orphan', CASE WHEN c.orphan THEN true END,
-                               'dnpc.incomplete', CASE WHEN inc.span_id IS NOT NULL THEN true END,
+                               'dnpc.incomplete', CASE WHEN inc.ck IS NOT NULL THEN true END,
                                'dnpc.sources', src.sources, 'dnpc.bounds.source', c.bounds_source,
                                'dnpc.start.spread_ms', CASE WHEN c.n_sources > 1 THEN c.start_spread_ms END,
                                'dnpc.end.spread_ms', CASE WHEN c.n_sources > 1 THEN c.end_spread_ms END))
                  AS attributes,
                c.run
         FROM ctx_bounds c
-        JOIN ctx_id i USING (run, type, id)
-        LEFT JOIN ctx_id pi ON pi.run = c.run AND pi.type = c.ptype AND pi.id = c.pid
-        LEFT JOIN ctx_attrs a USING (run, type, id)
+        JOIN ctx_id i USING (ck)
+        LEFT JOIN ctx_id pi ON pi.ck = c.pk
+        LEFT JOIN ctx_attrs a USING (ck)
         LEFT JOIN ctype ct ON ct.type = c.type
-        LEFT JOIN (SELECT DISTINCT span_id FROM disagreements_out WHERE kind = 'incomplete') inc
-               ON inc.span_id = i.span_id
-        LEFT JOIN (SELECT run, context_type AS type, context_id AS id,
-                          list_sort(list(DISTINCT converter)) AS sources
-                   FROM obs_t GROUP BY ALL) src USING (run, type, id)
+        LEFT JOIN (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') inc USING (ck)
+        LEFT JOIN (SELECT ck, list_sort(list(DISTINCT converter)) AS sources FROM obs_t GROUP BY ck) src USING (ck)
         """
     )
 
@@ -332,11 +332,11 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE span_links_out AS
         WITH rel AS (
-            SELECT run, context_type AS type, context_id AS id, related_type AS ltype, related_id AS lid,
-                   relation, min(source) AS source, min(line) AS line
+            SELECT ck, rk AS lk, related_type AS ltype, related_id AS lid, relation, min(source) AS source,
+                   min(line) AS line
             FROM obs_t WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
             UNION ALL
-            SELECT run, type, id, ptype, pid, CASE WHEN conflict THEN 'conflicting_parent' ELSE 'also_child_of' END,
+            SELECT ck, pk, ptype, pid, CASE WHEN conflict THEN 'conflicting_parent' ELSE 'also_child_of' END,
                    NULL, NULL
             FROM parent_rank WHERE n > 1 OR conflict
         )
@@ -347,9 +347,7 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
                            'opentracing.ref_type',
                            CASE WHEN r.relation = 'also_child_of' THEN 'child_of' ELSE 'follows_from' END,
                            'dnpc.source', r.source, 'dnpc.line', r.line) AS attributes
-        FROM rel r
-        JOIN ctx_id i ON i.run = r.run AND i.type = r.type AND i.id = r.id
-        JOIN ctx_id l ON l.run = r.run AND l.type = r.ltype AND l.id = r.lid
+        FROM rel r JOIN ctx_id i ON i.ck = r.ck JOIN ctx_id l ON l.ck = r.lk
         """
     )
     # links whose target context no source describes are not emitted; count them for the summary
@@ -357,7 +355,7 @@ def _links(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE dangling_links AS
         SELECT o.run, o.context_type, o.context_id, o.relation, o.related_type, o.related_id
-        FROM obs_t o LEFT JOIN ctx_id l ON l.run = o.run AND l.type = o.related_type AND l.id = o.related_id
+        FROM obs_t o LEFT JOIN ctx_id l ON l.ck = o.rk
         WHERE o.relation NOT IN ('child_of', 'alias') AND l.span_id IS NULL
         """
     )

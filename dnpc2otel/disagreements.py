@@ -29,7 +29,7 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
         """
         CREATE OR REPLACE TEMP TABLE disagreements_out (
             trace_id VARCHAR, span_id VARCHAR, context_type VARCHAR, context_id VARCHAR, kind VARCHAR,
-            subject VARCHAR, size_ms DOUBLE, detail JSON)
+            subject VARCHAR, size_ms DOUBLE, detail JSON, ck UBIGINT)
         """
     )
     _same_event_apart(con, threshold_ms)
@@ -43,8 +43,8 @@ def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
     con.execute(
         f"""
         INSERT INTO disagreements_out
-        SELECT i.trace_id, i.span_id, d.type, d.id, d.kind, d.subject, d.size_ms, d.detail
-        FROM ({select}) d JOIN ctx_id i ON i.run = d.run AND i.type = d.type AND i.id = d.id
+        SELECT i.trace_id, i.span_id, i.type, i.id, d.kind, d.subject, d.size_ms, d.detail, d.ck
+        FROM ({select}) d JOIN ctx_id i USING (ck)
         """
     )
 
@@ -55,14 +55,12 @@ def _same_event_apart(con: duckdb.DuckDBPyConnection, threshold_ms: float) -> No
         f"""
         -- the k-th occurrence of an event in one source is compared with the k-th in the others (a task
         -- is pending once per try)
-        SELECT run, type, id, 'same_event_apart' AS kind, event AS subject, (max(t) - min(t)) / 1e6 AS size_ms,
+        SELECT ck, 'same_event_apart' AS kind, event AS subject, (max(t) - min(t)) / 1e6 AS size_ms,
                json_object('occurrence', k, 'earliest', arg_min(src, t), 'latest', arg_max(src, t)) AS detail
-        FROM (SELECT run, context_type AS type, context_id AS id, event, t,
-                     converter || ':' || source || ':' || line AS src, converter,
-                     row_number() OVER (PARTITION BY run, context_type, context_id, event, converter
-                                        ORDER BY t, source, line) AS k
+        FROM (SELECT ck, event, t, converter || ':' || source || ':' || line AS src, converter,
+                     row_number() OVER (PARTITION BY ck, event, converter ORDER BY t, source, line) AS k
               FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL)
-        GROUP BY run, type, id, event, k
+        GROUP BY ck, event, k
         HAVING count(DISTINCT converter) > 1 AND (max(t) - min(t)) / 1e6 > {float(threshold_ms)}
         """,
     )
@@ -78,14 +76,14 @@ def _impossible_order(con: duckdb.DuckDBPyConnection, types: dict[str, ContextTy
         con,
         """
         WITH first_seen AS (
-            SELECT o.run, o.context_type AS type, o.context_id AS id, r.rank, min(o.t) AS t,
+            SELECT o.ck, r.rank, min(o.t) AS t,
                    arg_min(o.event || ' (' || o.converter || ')', o.t) AS what
             FROM obs_t o JOIN event_rank r ON r.type = o.context_type AND r.event = o.event
             WHERE o.t IS NOT NULL GROUP BY ALL
         )
-        SELECT a.run, a.type, a.id, 'impossible_order' AS kind, a.what || ' after ' || b.what AS subject,
+        SELECT a.ck, 'impossible_order' AS kind, a.what || ' after ' || b.what AS subject,
                (a.t - b.t) / 1e6 AS size_ms, json_object('expected_first', a.what, 'seen_first', b.what) AS detail
-        FROM first_seen a JOIN first_seen b USING (run, type, id)
+        FROM first_seen a JOIN first_seen b USING (ck)
         WHERE a.rank < b.rank AND a.t > b.t
         """,
     )
@@ -95,13 +93,13 @@ def _missing_in_source(con: duckdb.DuckDBPyConnection) -> None:
     _insert(
         con,
         """
-        WITH seen AS (SELECT DISTINCT run, context_type AS type, context_id AS id, converter FROM obs_t),
+        WITH seen AS (SELECT DISTINCT ck, run, context_type AS type, converter FROM obs_t),
         describes AS (SELECT DISTINCT run, type, converter FROM seen),
-        contexts AS (SELECT DISTINCT run, type, id FROM seen)
-        SELECT c.run, c.type, c.id, 'missing_in_source' AS kind, d.converter AS subject, NULL AS size_ms,
+        contexts AS (SELECT DISTINCT ck, run, type FROM seen)
+        SELECT c.ck, 'missing_in_source' AS kind, d.converter AS subject, NULL AS size_ms,
                json_object('missing_from', d.converter) AS detail
         FROM contexts c JOIN describes d USING (run, type)
-        LEFT JOIN seen s ON s.run = c.run AND s.type = c.type AND s.id = c.id AND s.converter = d.converter
+        LEFT JOIN seen s ON s.ck = c.ck AND s.converter = d.converter
         WHERE s.converter IS NULL
         """,
     )
@@ -111,9 +109,9 @@ def _parent_conflicts(con: duckdb.DuckDBPyConnection) -> None:
     _insert(
         con,
         """
-        SELECT run, type, id, 'parent_conflict' AS kind, ptype AS subject, NULL AS size_ms,
-               json_object('claimed_by', list(ptype || ':' || pid ORDER BY pid)) AS detail
-        FROM parent_cand GROUP BY run, type, id, ptype HAVING count(DISTINCT pid) > 1
+        SELECT ck, 'parent_conflict' AS kind, ptype AS subject, NULL AS size_ms,
+               json_object('claimed_by', list_sort(list(ptype || ':' || pid))) AS detail
+        FROM parent_cand GROUP BY ck, ptype HAVING count(DISTINCT pid) > 1
         """,
     )
 
@@ -128,11 +126,10 @@ def _incomplete(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -
     _insert(
         con,
         f"""
-        SELECT o.run, o.context_type AS type, o.context_id AS id, 'incomplete' AS kind,
-               'no terminal event' AS subject, NULL AS size_ms,
+        SELECT o.ck, 'incomplete' AS kind, 'no terminal event' AS subject, NULL AS size_ms,
                json_object('last_event', arg_max(o.event, o.t)) AS detail
         FROM obs_t o LEFT JOIN terminal_event te ON te.type = o.context_type AND te.event = o.event
         WHERE o.context_type IN ({typed})
-        GROUP BY ALL HAVING count(te.event) = 0
+        GROUP BY o.ck HAVING count(te.event) = 0
         """,
     )

@@ -49,7 +49,7 @@ FILL: dict[str, str] = {
                        end_time_unix_nano, status_code, status_message, attributes
                 FROM spans_out ORDER BY trace_id, start_time_unix_nano, span_id""",
     "span_links": """SELECT * FROM span_links_out ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR""",
-    "disagreements": """SELECT * FROM disagreements_out
+    "disagreements": """SELECT * EXCLUDE (ck) FROM disagreements_out
                          ORDER BY trace_id, kind, context_type, context_id, subject""",
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
@@ -57,8 +57,7 @@ FILL: dict[str, str] = {
                               o.event, o.time_ns, o.local_ns, o.clock, o.bounds, o.attributes,
                               o.event_attributes, o.relation, o.related_type, o.related_id, o.source, o.line,
                               o.converter, o.rule, o.priority
-                       FROM obs_t o
-                       JOIN ctx_id i ON i.run = o.run AND i.type = o.context_type AND i.id = o.context_id""",
+                       FROM obs_t o JOIN ctx_id i USING (ck)""",
     "sources": """SELECT {root} AS root, source, converter, format, bytes, lines, records, observations,
                          not_understood, invalid_bytes, warning FROM sources_out ORDER BY source""",
 }
