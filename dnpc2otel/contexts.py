@@ -3,7 +3,8 @@
 Policy, in order:
 1. Runs. A source names its run either by Parsl run_id or by run directory ('dir:000'); `alias`
    observations (parsl.log's "Run id is", monitoring.db's workflow.rundir) join the two. A run's
-   canonical key is its run_id when any source gives it.
+   canonical key is its run_id when any source gives it. A file that knows no run (TaskVine's shared
+   logs) goes to the run whose time window holds its first record.
 2. Time. Naive local times are shifted by the run's UTC offset (see `clock`).
 3. Contexts are every (run, type, id) observed or named as a parent; every run has a workflow context.
    Inside, a context is keyed by a 64-bit hash of (run, type, id) (a collision is detected, not ignored).
@@ -95,12 +96,30 @@ def _runs(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str)
     if run_dirs is not None:
         dirs = ", ".join(quote_literal(d) for d in run_dirs)
         keep = f"m.run IN (SELECT run FROM run_dir WHERE dir IN ({dirs}))"
+    # A file that does not know its run (TaskVine's logs, shared by the runs of a run_dir) belongs to the
+    # run whose epoch time window holds the file's first record, else the latest run started before it,
+    # else the only run there is.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE source_run AS
+        WITH files AS (SELECT source, min(time_ns) AS t0 FROM observations WHERE run_key IS NULL GROUP BY source),
+        windows AS (SELECT m.run, min(o.time_ns) AS s, max(o.time_ns) AS e
+                    FROM observations o JOIN run_map m USING (run_key) WHERE o.time_ns IS NOT NULL GROUP BY m.run)
+        SELECT f.source, coalesce(
+            (SELECT w.run FROM windows w WHERE f.t0 BETWEEN w.s AND w.e ORDER BY w.s DESC, w.run LIMIT 1),
+            (SELECT w.run FROM windows w WHERE w.s <= f.t0 ORDER BY w.s DESC, w.run LIMIT 1),
+            (SELECT min(run) FROM run_map HAVING count(DISTINCT run) = 1)) AS run
+        FROM files f
+        """
+    )
     # a run known only by its directory is seeded by the directory's absolute path: stable, and two
     # run_dirs with a 000 each do not collide
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW obs AS
         SELECT m.run, o.* FROM observations o JOIN run_map m USING (run_key) WHERE {keep}
+        UNION ALL
+        SELECT m.run, o.* FROM observations o JOIN source_run m USING (source) WHERE o.run_key IS NULL AND {keep}
         """
     )
     con.execute(

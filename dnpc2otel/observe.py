@@ -382,7 +382,7 @@ def emit_rule(
         if src not in created:
             base = f"SELECT *, {', '.join(f'NULL::VARCHAR AS {quote_ident(x)}' for x in c.fields)} FROM {table}"
         else:
-            keys = ", ".join(quote_ident(k) for k in c.key)
+            keys = "".join(", " + quote_ident(k) for k in c.key)  # no key: the nearest line of the file
             frame = (
                 "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
                 if c.direction == "previous"
@@ -390,7 +390,7 @@ def emit_rule(
             )
             fn = "last_value" if c.direction == "previous" else "first_value"
             carried = ", ".join(
-                f"{fn}({quote_ident(x)} IGNORE NULLS) OVER (PARTITION BY source, {keys} ORDER BY line {frame}) "
+                f"{fn}({quote_ident(x)} IGNORE NULLS) OVER (PARTITION BY source{keys} ORDER BY line {frame}) "
                 f"AS {quote_ident(x)}"
                 for x in c.fields
             )

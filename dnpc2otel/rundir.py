@@ -27,8 +27,9 @@ class RunDirSelection:
         if self.runs is None:
             return True
         first = rel.split("/", 1)[0]
-        # files directly in the run_dir (monitoring.db) are shared by all runs
-        return "/" not in rel or first in self.runs
+        # files directly in the run_dir (monitoring.db) and folders that are not run directories
+        # (TaskVine's <label>/<timestamp>/vine-logs) are shared by the runs: the core ties them to one
+        return "/" not in rel or first in self.runs or not first.isdigit()
 
 
 def select(path: Path) -> RunDirSelection:
@@ -57,7 +58,7 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def source_files(selection: RunDirSelection, definitions: list[Definition]) -> list[SourceFile]:
-    """Every file under the run_dir that a definition's format claims (first claim wins), sorted."""
+    """Every (file, definition) pair under the run_dir where a definition's format claims the file."""
     found: list[SourceFile] = []
     root = selection.root
     for dirpath, dirnames, filenames in os.walk(root):
@@ -73,17 +74,16 @@ def source_files(selection: RunDirSelection, definitions: list[Definition]) -> l
             path = Path(dirpath) / name
             if path.is_symlink() or not path.is_file():
                 continue
-            claim = _claim(rel, definitions)
-            if claim:
-                definition, fmt, groups = claim
+            for definition, fmt, groups in _claims(rel, definitions):
                 found.append(SourceFile(path, rel, definition, fmt, groups))
     return found
 
 
-def _claim(rel: str, definitions: list[Definition]):
+def _claims(rel: str, definitions: list[Definition]):
+    """Each definition reads a file with the first of its formats whose pattern matches it."""
     for d in definitions:
         for fmt in d.formats:
             m = fmt.files.fullmatch(rel)
             if m:
-                return d, fmt, m.groupdict()
-    return None
+                yield d, fmt, m.groupdict()
+                break
