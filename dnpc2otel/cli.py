@@ -78,9 +78,12 @@ def cli() -> None:
 @click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
 @click.option("--disagreement-ms", type=float, default=1.0, show_default=True,
               help="Report the same event recorded by two sources further apart than this.")
+@click.option("--correct-skew", is_flag=True,
+              help="Shift each host's times by its clock skew measured from causal event pairs (table clocks).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
-           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, disagreement_ms, quiet) -> None:
+           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, disagreement_ms, correct_skew,
+           quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
     from .replay import replay as run_replay
 
@@ -96,6 +99,7 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
             timezone=timezone,
             memory_limit=memory_limit,
             disagreement_ms=disagreement_ms,
+            correct_skew=correct_skew,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     # warnings are shown once the replay succeeded; a fatal error carries its own cause in one line
@@ -187,6 +191,11 @@ def _print_summary(s) -> None:
         kinds = [f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "")
                  for kind, (n, ms) in s.disagreements.items()]
         t.add_row("disagreements (table disagreements)", ", ".join(kinds))
+    skewed = [c for c in s.clocks if c["skew_ms"]]
+    if s.clocks:
+        t.add_row("clock skew vs the DFK host (table clocks)",
+                  ", ".join(f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
+                            for c in skewed) or f"none detected ({len(s.clocks)} host clocks checked)")
     if s.dangling_links:
         t.add_row("links to contexts no source describes", str(s.dangling_links))
     if s.warnings:

@@ -5,7 +5,8 @@ Policy, in order:
    observations (parsl.log's "Run id is", monitoring.db's workflow.rundir) join the two. A run's
    canonical key is its run_id when any source gives it. A file that knows no run (TaskVine's shared
    logs) goes to the run whose time window holds its first record.
-2. Time. Naive local times are shifted by the run's UTC offset (see `clock`).
+2. Time. Naive local times are shifted by the run's UTC offset (see `clock`); hosts' clock skew is
+   measured from causal event pairs and, on request, corrected (see `skew`).
 3. Contexts are every (run, type, id) observed or named as a parent; every run has a workflow context.
    Inside, a context is keyed by a 64-bit hash of (run, type, id) (a collision is detected, not ignored).
 4. Parents. A context may be asserted child_of several contexts. The primary parent is the one whose
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import duckdb
 
-from . import clock, disagreements
-from .definitions import ContextType
+from . import clock, disagreements, skew
+from .definitions import Causality, ContextType
 from .templates import quote_literal
 
 MAX_DEPTH = 10
@@ -42,6 +43,8 @@ def reconcile(
     root: str,
     timezone: str | None = None,
     threshold_ms: float = disagreements.DEFAULT_THRESHOLD_MS,
+    causality: list[Causality] | None = None,
+    correct_skew: bool = False,
 ) -> None:
     """Build tables spans_out, span_links_out, disagreements_out and runs_out from table observations."""
     _runs(con, run_dirs, root)
@@ -60,6 +63,7 @@ def reconcile(
     _context_types(con, types)
     _contexts(con)
     _parents(con)
+    skew.measure(con, causality or [], correct_skew)
     _attributes(con)
     disagreements.find(con, types, threshold_ms)
     _bounds(con)
@@ -311,6 +315,15 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_code') AS status_code,
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_description') AS status_message
         FROM ctx_attr GROUP BY ALL
+        """
+    )
+    # a span may not end before it starts: where the sources say so, it is recorded, then clamped
+    con.execute(
+        """
+        INSERT INTO disagreements_out
+        SELECT i.trace_id, i.span_id, c.type, c.id, 'negative_duration', 'end before start', (c.s - c.e) / 1e6,
+               json_object('start', c.s, 'end', c.e), c.ck
+        FROM ctx_bounds c JOIN ctx_id i USING (ck) WHERE c.e < c.s
         """
     )
     con.execute(

@@ -100,6 +100,16 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Causality:
+    """`after` cannot happen before `before`: its context is `before`'s context or a child of it."""
+
+    before_type: str
+    before_event: str
+    after_type: str
+    after_event: str
+
+
+@dataclass(frozen=True)
 class Definition:
     name: str
     description: str
@@ -111,6 +121,7 @@ class Definition:
     queries: tuple[Query, ...] = ()
     contexts: dict[str, ContextType] = field(default_factory=dict)
     samples: tuple[dict[str, Any], ...] = ()  # SQLite sources: tiny databases and what each query yields
+    causality: tuple[Causality, ...] = ()  # event pairs whose order is physical: used to measure clock skew
 
 
 def builtin_dir() -> Path:
@@ -200,7 +211,14 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         queries=queries,
         contexts=contexts,
         samples=tuple(raw.get("samples", [])),
+        causality=tuple(_causality(c) for c in raw.get("causality", [])),
     )
+
+
+def _causality(c: dict[str, Any]) -> Causality:
+    before_type, before_event = c["before"].split(".", 1)
+    after_type, after_event = c["after"].split(".", 1)
+    return Causality(before_type, before_event, after_type, after_event)
 
 
 def _format(f: dict[str, Any]) -> Format:

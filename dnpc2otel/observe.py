@@ -321,7 +321,7 @@ def _record_sql(f: SourceFile, path_groups: list[str], lines: str) -> str:
         "line",
         f"CAST({time_ns} AS BIGINT) AS time_ns",
         f"CAST({local_ns} AS BIGINT) AS local_ns",
-        f"{quote_literal(fmt.clock)} AS clock",
+        f"{quote_literal(_file_clock(fmt.clock, f.groups))} AS clock",
         f"{message} AS message",
     ]
     cols += [f"{raw_text(n)} AS {n}" for n in RECORD_FIELDS if n != "message"]
@@ -331,6 +331,11 @@ def _record_sql(f: SourceFile, path_groups: list[str], lines: str) -> str:
     ]
     cols += ["is_record", "text"]
     return f"SELECT {', '.join(cols)} FROM ({parsed})"
+
+
+def _file_clock(template: str, groups: dict[str, str | None]) -> str:
+    """A format's clock may name the file's host by its path groups: 'manager:{manager}'."""
+    return re.sub(r"\{(\w+)\}", lambda m: groups.get(m.group(1)) or "", template)
 
 
 def _json_path(key: str) -> str:

@@ -31,6 +31,7 @@ class ReplaySummary:
     observations: int = 0
     dangling_links: int = 0
     disagreements: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # kind → (count, max ms)
+    clocks: list[dict] = field(default_factory=list)  # measured skew per host clock
     sources: list[FileStats] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exported_spans: int | None = None
@@ -58,6 +59,7 @@ def replay(
     timezone: str | None = None,
     memory_limit: str | None = None,
     disagreement_ms: float = 1.0,
+    correct_skew: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
@@ -100,7 +102,8 @@ def replay(
             why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
             raise UserError(f"{path}: no usable observation in any source ({why})")
         root = str(selection.root.resolve())
-        contexts.reconcile(con, types, selection.runs, root, timezone, disagreement_ms)
+        causality = [c for d in defs for c in d.causality]
+        contexts.reconcile(con, types, selection.runs, root, timezone, disagreement_ms, causality, correct_skew)
         if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):
             raise UserError(f"{path}: the sources name no run that was selected")
         store.write(con, target, root)
@@ -139,6 +142,11 @@ def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
             "SELECT kind, count(*), max(size_ms) FROM disagreements_out GROUP BY kind ORDER BY kind"
         ).fetchall()
     }
+    ccols = ["clock", "pairs", "lower_ms", "upper_ms", "skew_ms", "corrected"]
+    summary.clocks = [
+        dict(zip(ccols, r, strict=True))
+        for r in con.execute(f"SELECT {', '.join(ccols)} FROM clocks_out ORDER BY run, clock").fetchall()
+    ]
     cols = ["run_id", "run_dir", "trace_id", "utc_offset_seconds", "offset_source", "spans"]
     summary.runs = [
         dict(zip(cols, r, strict=True))

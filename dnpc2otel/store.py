@@ -28,6 +28,9 @@ TABLES: dict[str, str] = {
     "disagreements": """(
         trace_id VARCHAR, span_id VARCHAR, context_type VARCHAR, context_id VARCHAR, kind VARCHAR, subject VARCHAR,
         size_ms DOUBLE, detail JSON)""",
+    "clocks": """(
+        trace_id VARCHAR, clock VARCHAR, reference VARCHAR, pairs BIGINT, lower_ms DOUBLE, upper_ms DOUBLE,
+        skew_ms DOUBLE, corrected BOOLEAN)""",
     "runs": """(
         trace_id VARCHAR, run_id VARCHAR, run_dir VARCHAR, root VARCHAR, utc_offset_seconds INTEGER,
         timezone VARCHAR, offset_source VARCHAR, start_time_unix_nano BIGINT, end_time_unix_nano BIGINT,
@@ -51,6 +54,8 @@ FILL: dict[str, str] = {
     "span_links": """SELECT * FROM span_links_out ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR""",
     "disagreements": """SELECT * EXCLUDE (ck) FROM disagreements_out
                          ORDER BY trace_id, kind, context_type, context_id, subject""",
+    "clocks": """SELECT s.trace_id, c.* EXCLUDE (run) FROM clocks_out c
+                  JOIN (SELECT DISTINCT run, trace_id FROM ctx_id) s USING (run) ORDER BY s.trace_id, c.clock""",
     "runs": """SELECT trace_id, run_id, run_dir, {root} AS root, utc_offset_seconds, timezone, offset_source,
                       start_time_unix_nano, end_time_unix_nano, spans FROM runs_out ORDER BY trace_id""",
     "observations": """SELECT i.trace_id, i.span_id, o.t AS time_unix_nano, o.run_key, o.context_type, o.context_id,

@@ -1,0 +1,97 @@
+"""Clock skew between hosts, measured from events whose order is physical.
+
+Definitions declare causal pairs (`[[causality]] before = "executor_task.dispatched"`, `after =
+"worker_execution.received"`): the `after` event belongs to the `before` event's context or to a child of
+it, and cannot truly happen first. Each pair whose two events were stamped by different clocks bounds the
+offset θ of one clock against the other (observed = true + θ):
+
+    θ_after_clock − θ_before_clock ≤ t_after − t_before
+
+Against the reference clock (the DataFlowKernel's host, `dfk`), pairs in one direction (dispatch →
+receive) give an upper bound of a host's θ, pairs in the other (completed → result back) a lower bound.
+When [lower, upper] holds 0 the clocks agree as far as the data can tell; otherwise the estimate is the
+interval's middle (delays taken as symmetric), or the violated bound when only one side is known.
+The result is kept in table `clocks`; with correction on, the host's times are shifted by the estimate
+before spans are bounded.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from .definitions import Causality
+
+REFERENCE_CLOCK = "dfk"
+
+
+def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: bool) -> None:
+    """Create table clocks_out(run, clock, …) from obs_t and parent_cand; shift obs_t if `correct`."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE clocks_out (
+            run VARCHAR, clock VARCHAR, reference VARCHAR, pairs BIGINT, lower_ms DOUBLE, upper_ms DOUBLE,
+            skew_ms DOUBLE, corrected BOOLEAN)
+        """
+    )
+    if not pairs:
+        return
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE causal_rule (before_type VARCHAR, before_event VARCHAR, "
+        "after_type VARCHAR, after_event VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO causal_rule VALUES (?, ?, ?, ?)",
+        [(p.before_type, p.before_event, p.after_type, p.after_event) for p in pairs],
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE causal_gap AS
+        WITH before AS (   -- the earliest occurrence: every 'after' follows it
+            SELECT o.run, o.ck, o.context_type AS type, o.event, o.clock, min(o.t) AS t
+            FROM obs_t o JOIN (SELECT DISTINCT before_type, before_event FROM causal_rule) r
+                 ON r.before_type = o.context_type AND r.before_event = o.event
+            WHERE o.t IS NOT NULL GROUP BY ALL
+        ), after AS (
+            SELECT o.run, o.ck, o.context_type AS type, o.event, o.clock, o.t
+            FROM obs_t o JOIN (SELECT DISTINCT after_type, after_event FROM causal_rule) r
+                 ON r.after_type = o.context_type AND r.after_event = o.event
+            WHERE o.t IS NOT NULL
+        ), within AS (     -- the after event's context is the before event's, or a child of it
+            SELECT DISTINCT ck AS child, pk AS parent FROM parent_cand UNION SELECT ck, ck FROM obs_t
+        )
+        SELECT a.run, b.clock AS before_clock, a.clock AS after_clock, a.t - b.t AS gap
+        FROM causal_rule r
+        JOIN after a ON a.type = r.after_type AND a.event = r.after_event
+        JOIN within w ON w.child = a.ck
+        JOIN before b ON b.ck = w.parent AND b.type = r.before_type AND b.event = r.before_event
+        WHERE a.clock <> b.clock
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO clocks_out
+        WITH bounds AS (
+            SELECT run, after_clock AS clock, NULL::BIGINT AS lower, min(gap) AS upper, count(*) AS n
+            FROM causal_gap WHERE before_clock = '{REFERENCE_CLOCK}' GROUP BY ALL
+            UNION ALL
+            SELECT run, before_clock, max(-gap), NULL, count(*)
+            FROM causal_gap WHERE after_clock = '{REFERENCE_CLOCK}' GROUP BY ALL
+        ), host AS (
+            SELECT run, clock, max(lower) AS lower, min(upper) AS upper, sum(n) AS n FROM bounds GROUP BY ALL
+        )
+        SELECT run, clock, '{REFERENCE_CLOCK}', n, lower / 1e6, upper / 1e6,
+               CASE WHEN coalesce(lower, 0) <= 0 AND coalesce(upper, 0) >= 0 THEN 0
+                    WHEN lower IS NOT NULL AND upper IS NOT NULL THEN (lower + upper) / 2e6
+                    WHEN upper IS NOT NULL THEN upper / 1e6
+                    ELSE lower / 1e6 END,
+               {'true' if correct else 'false'}
+        FROM host
+        """
+    )
+    if correct:
+        con.execute(
+            """
+            UPDATE obs_t SET t = t - CAST(round(c.skew_ms * 1e6) AS BIGINT)
+            FROM clocks_out c WHERE c.run = obs_t.run AND c.clock = obs_t.clock AND c.skew_ms <> 0
+            """
+        )
