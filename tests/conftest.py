@@ -30,8 +30,9 @@ def need_corpus() -> None:
         pytest.skip(f"the shared corpus is not at {CORPUS} (set DNPC2OTEL_CORPUS)")
 
 
-def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240) -> Path:
-    """Run tests/workflows/small.py with the installed parsl; returns the run_dir (runinfo/)."""
+def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240,
+                   workflow: str = "small.py") -> Path:
+    """Run tests/workflows/<workflow> (small.py) with the installed parsl; returns the run_dir (runinfo/)."""
     pytest.importorskip("parsl")
     run_dir = dest / "runinfo"
     environ = dict(os.environ)
@@ -39,7 +40,7 @@ def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, ti
     environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + environ.get("PATH", "")
     environ.update(env or {})
     proc = subprocess.run(
-        [sys.executable, str(WORKFLOWS / "small.py"), str(run_dir), *args],
+        [sys.executable, str(WORKFLOWS / workflow), str(run_dir), *args],
         cwd=dest, env=environ, capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:
@@ -52,6 +53,18 @@ def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, ti
 def fresh_htex(tmp_path_factory) -> Path:
     """A real HighThroughputExecutor run with monitoring, made now."""
     return make_parsl_run(tmp_path_factory.mktemp("htex"), "--executor", "htex")
+
+
+@pytest.fixture(scope="session")
+def fresh_htex_debug(tmp_path_factory) -> Path:
+    """An HTEX run with worker_debug=True: the interchange and managers log every task."""
+    return make_parsl_run(tmp_path_factory.mktemp("htex_debug"), "--executor", "htex", "--worker-debug")
+
+
+@pytest.fixture(scope="session")
+def fresh_htex_faults(tmp_path_factory) -> Path:
+    """An HTEX run over two blocks where a task kills its manager: ManagerLost, retries on the other one."""
+    return make_parsl_run(tmp_path_factory.mktemp("htex_faults"), "--worker-debug", workflow="htex_faults.py")
 
 
 @pytest.fixture(scope="session")

@@ -27,11 +27,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 GRAFANA_DIR = ROOT / "grafana"
 LOCAL_TEMPO_CONFIG = ROOT / "scripts" / "tempo-config.yaml"
 
-# TODO: replace by an import once dnpc2otel/otlp.py exists everywhere; the
-# test prefers the real constants whenever they can be imported (see
-# cli_defaults below).
-FALLBACK_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
-FALLBACK_OTLP_GRPC_ENDPOINT = "127.0.0.1:4317"
+from dnpc2otel.otlp import DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT  # noqa: E402
 
 LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "0.0.0.0", "::", "::1", ""}
 
@@ -69,8 +65,18 @@ def host_port(endpoint: str) -> tuple[str, int]:
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60,
-                 "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
 
 
 def duration_seconds(value) -> float:
@@ -148,7 +154,7 @@ def host_path_for(compose: dict, service_name: str, container_path: str) -> Path
     if best is None:
         return None
     source, target = best
-    rest = container_path[len(target):].lstrip("/")
+    rest = container_path[len(target) :].lstrip("/")
     base = (COMPOSE_FILE.parent / source).resolve()
     return base / rest if rest else base
 
@@ -165,7 +171,7 @@ def flag_value(args: list[str], *names: str) -> str | None:
             if arg == name and i + 1 < len(args):
                 return args[i + 1]
             if arg.startswith(name + "="):
-                return arg[len(name) + 1:]
+                return arg[len(name) + 1 :]
     return None
 
 
@@ -226,17 +232,8 @@ def dashboard_files() -> list[Path]:
 
 
 def cli_defaults() -> tuple[str, str, str]:
-    """(http_endpoint, grpc_endpoint, where they came from)."""
-    for module_name in ("dnpc2otel.cli", "dnpc2otel.otlp"):
-        try:
-            module = __import__(module_name, fromlist=["_"])
-        except ImportError:
-            continue
-        http = getattr(module, "DEFAULT_OTLP_HTTP_ENDPOINT", None)
-        grpc = getattr(module, "DEFAULT_OTLP_GRPC_ENDPOINT", None)
-        if http and grpc:
-            return http, grpc, module_name
-    return FALLBACK_OTLP_HTTP_ENDPOINT, FALLBACK_OTLP_GRPC_ENDPOINT, "hard-coded fallback"
+    """(http_endpoint, grpc_endpoint, where they came from): the CLI's own defaults."""
+    return DEFAULT_OTLP_HTTP_ENDPOINT, DEFAULT_OTLP_GRPC_ENDPOINT, "dnpc2otel.otlp"
 
 
 # --------------------------------------------------------------------------
@@ -331,9 +328,9 @@ def check_jaeger(compose: dict, jcfg: dict, tcfg: dict) -> list[str]:
 
     # fan-out to Tempo: an otlp (gRPC) exporter aimed at the Tempo service
     tname = tempo_service(compose)
-    tempo_grpc = (((tcfg.get("distributor") or {}).get("receivers") or {}).get("otlp") or {}).get(
-        "protocols", {}
-    ).get("grpc")
+    tempo_grpc = (
+        (((tcfg.get("distributor") or {}).get("receivers") or {}).get("otlp") or {}).get("protocols", {}).get("grpc")
+    )
     tempo_grpc_port = host_port((tempo_grpc or {}).get("endpoint", "0.0.0.0:4317"))[1]
     to_tempo = [e for e in exporters if e.split("/")[0] in ("otlp", "otlp_grpc")]
     if not to_tempo:
@@ -344,7 +341,9 @@ def check_jaeger(compose: dict, jcfg: dict, tcfg: dict) -> list[str]:
         if host != tname:
             problems.append(f"jaeger: exporter {ref} sends to host {host!r}, Tempo service is {tname!r}")
         if port != tempo_grpc_port:
-            problems.append(f"jaeger: exporter {ref} sends to port {port}, Tempo OTLP gRPC listens on {tempo_grpc_port}")
+            problems.append(
+                f"jaeger: exporter {ref} sends to port {port}, Tempo OTLP gRPC listens on {tempo_grpc_port}"
+            )
         if not ((jcfg["exporters"].get(ref) or {}).get("tls") or {}).get("insecure"):
             problems.append(f"jaeger: exporter {ref} must use tls.insecure (Tempo has no TLS here)")
     return problems
@@ -355,12 +354,14 @@ def check_tempo_old_traces(tcfg: dict, label: str) -> list[str]:
     problems = []
     month = 30 * 86400
     trace = (tcfg.get("storage") or {}).get("trace") or {}
-    slack = ((trace.get("wal") or {}).get("ingestion_time_range_slack"))
+    slack = (trace.get("wal") or {}).get("ingestion_time_range_slack")
     if slack is None or duration_seconds(slack) < 365 * 86400:
         problems.append(f"{label}: storage.trace.wal.ingestion_time_range_slack must be >= 1y (got {slack})")
-    retention = (((tcfg.get("compactor") or {}).get("compaction") or {}).get("block_retention"))
+    retention = ((tcfg.get("compactor") or {}).get("compaction") or {}).get("block_retention")
     if retention is None or duration_seconds(retention) < duration_seconds(slack or 0):
-        problems.append(f"{label}: compactor.compaction.block_retention must be >= the ingestion slack (got {retention})")
+        problems.append(
+            f"{label}: compactor.compaction.block_retention must be >= the ingestion slack (got {retention})"
+        )
     search = (tcfg.get("query_frontend") or {}).get("search") or {}
     until = search.get("query_ingesters_until")
     after = search.get("query_backend_after", "15m")
@@ -368,9 +369,45 @@ def check_tempo_old_traces(tcfg: dict, label: str) -> list[str]:
         problems.append(f"{label}: query_frontend.search.query_ingesters_until must be large (got {until})")
     elif duration_seconds(until) < duration_seconds(after):
         problems.append(f"{label}: query_ingesters_until < query_backend_after (Tempo refuses to start)")
+
+    def unlimited_or_large(value) -> bool:
+        return value is not None and (duration_seconds(value) == 0 or duration_seconds(value) >= 12 * month)
+
     max_dur = search.get("max_duration")
-    if max_dur is None or (duration_seconds(max_dur) != 0 and duration_seconds(max_dur) < 12 * month):
+    if not unlimited_or_large(max_dur):
         problems.append(f"{label}: query_frontend.search.max_duration must be 0 or large (got {max_dur})")
+    metrics_max = ((tcfg.get("query_frontend") or {}).get("metrics") or {}).get("max_duration")
+    if not unlimited_or_large(metrics_max):
+        problems.append(f"{label}: query_frontend.metrics.max_duration must be 0 or large (got {metrics_max})")
+
+    # TraceQL metrics read the metrics-generator's local-blocks, which have their own windows
+    gen = tcfg.get("metrics_generator") or {}
+    year = 365 * 86400
+    for path, value in (
+        ("metrics_generator.metrics_ingestion_time_range_slack", gen.get("metrics_ingestion_time_range_slack")),
+        (
+            "metrics_generator.traces_storage.ingestion_time_range_slack",
+            (gen.get("traces_storage") or {}).get("ingestion_time_range_slack"),
+        ),
+        (
+            "metrics_generator.processor.local_blocks.complete_block_timeout",
+            ((gen.get("processor") or {}).get("local_blocks") or {}).get("complete_block_timeout"),
+        ),
+    ):
+        if value is None or duration_seconds(value) < year:
+            problems.append(f"{label}: {path} must be >= 1y (got {value})")
+    local_blocks = (gen.get("processor") or {}).get("local_blocks") or {}
+    if local_blocks.get("flush_to_storage") is not True:
+        problems.append(f"{label}: local_blocks.flush_to_storage must be true (metrics over old ranges)")
+    if local_blocks.get("filter_server_spans") is not False:
+        problems.append(f"{label}: local_blocks.filter_server_spans must be false (dnpc2otel spans are INTERNAL)")
+    if not (gen.get("storage") or {}).get("path"):
+        problems.append(f"{label}: metrics_generator.storage.path is required, else the generator is disabled")
+    processors = (((tcfg.get("overrides") or {}).get("defaults") or {}).get("metrics_generator") or {}).get(
+        "processors"
+    ) or []
+    if "local-blocks" not in processors:
+        problems.append(f"{label}: overrides.defaults.metrics_generator.processors must include local-blocks")
     return problems
 
 
@@ -393,10 +430,15 @@ def check_tempo_server(compose: dict, tcfg: dict) -> list[str]:
     # the WAL and blocks must live on the persistent volume
     trace = (tcfg.get("storage") or {}).get("trace") or {}
     mounts = [t for _, t in volume_mounts(compose["services"][tname])]
-    for key in ("wal", "local"):
-        path = ((trace.get(key) or {}).get("path")) or ""
-        if not any(path.startswith(m.rstrip("/") + "/") for m in mounts):
-            problems.append(f"tempo: storage.trace.{key}.path {path!r} is not on a mounted volume")
+    gen = tcfg.get("metrics_generator") or {}
+    for key, path in (
+        ("storage.trace.wal.path", (trace.get("wal") or {}).get("path")),
+        ("storage.trace.local.path", (trace.get("local") or {}).get("path")),
+        ("metrics_generator.storage.path", (gen.get("storage") or {}).get("path")),
+        ("metrics_generator.traces_storage.path", (gen.get("traces_storage") or {}).get("path")),
+    ):
+        if not any(str(path or "").startswith(m.rstrip("/") + "/") for m in mounts):
+            problems.append(f"tempo: {key} {path!r} is not on a mounted volume")
     return problems
 
 
@@ -422,9 +464,9 @@ def check_datasources(compose: dict, datasources: list[dict], jcfg: dict, tcfg: 
         "tempo": (tempo_service(compose), (tcfg.get("server") or {}).get("http_listen_port", 3200)),
         "jaeger": (
             jaeger_service(compose),
-            host_port((((jcfg.get("extensions") or {}).get("jaeger_query") or {}).get("http") or {}).get(
-                "endpoint", ":16686"
-            ))[1],
+            host_port(
+                (((jcfg.get("extensions") or {}).get("jaeger_query") or {}).get("http") or {}).get("endpoint", ":16686")
+            )[1],
         ),
     }
     for kind, (service, port) in expected.items():
@@ -434,18 +476,17 @@ def check_datasources(compose: dict, datasources: list[dict], jcfg: dict, tcfg: 
             continue
         url = urlsplit(matching[0].get("url", ""))
         if url.hostname != service or url.port != port:
-            problems.append(
-                f"datasources: {kind} url {matching[0].get('url')} should be http://{service}:{port}"
-            )
+            problems.append(f"datasources: {kind} url {matching[0].get('url')} should be http://{service}:{port}")
     return problems
 
 
 def check_grafana_provisioning(compose: dict) -> list[str]:
     problems = []
     gname = grafana_service(compose)
-    if host_path_for(compose, gname, "/etc/grafana/provisioning/datasources") != (
-        GRAFANA_DIR / "provisioning" / "datasources"
-    ).resolve():
+    if (
+        host_path_for(compose, gname, "/etc/grafana/provisioning/datasources")
+        != (GRAFANA_DIR / "provisioning" / "datasources").resolve()
+    ):
         problems.append("grafana: grafana/provisioning is not mounted at /etc/grafana/provisioning")
     providers = []
     for path in sorted((GRAFANA_DIR / "provisioning" / "dashboards").glob("*.y*ml")):
@@ -459,7 +500,7 @@ def check_grafana_provisioning(compose: dict) -> list[str]:
             problems.append(f"grafana: dashboard path {target} is not mounted from a host directory")
         elif not list(host_dir.glob("*.json")):
             problems.append(f"grafana: no dashboard JSON in {host_dir}")
-    home = (compose["services"][gname].get("environment") or {})
+    home = compose["services"][gname].get("environment") or {}
     if isinstance(home, dict) and home.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"):
         path = host_path_for(compose, gname, home["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
         if path is None or not path.is_file():
@@ -671,7 +712,8 @@ def test_checks_catch_default_tempo_windows(tempo_cfg):
     broken = copy.deepcopy(tempo_cfg)
     del broken["storage"]["trace"]["wal"]["ingestion_time_range_slack"]
     broken["query_frontend"]["search"]["max_duration"] = "168h"
-    assert len(check_tempo_old_traces(broken, "broken")) >= 2
+    broken["metrics_generator"]["processor"]["local_blocks"]["complete_block_timeout"] = "1h"
+    assert len(check_tempo_old_traces(broken, "broken")) >= 3
 
 
 def test_duration_parser():
