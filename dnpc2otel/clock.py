@@ -77,10 +77,28 @@ def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
     )
 
 
+def infer_clock_offsets(con: duckdb.DuckDBPyConnection) -> None:
+    """Create table clock_offset(run, clock, offset_ns): the UTC offset of each other host's clock, where
+    its own records carry both times (2026 worker logs do); local-only clocks fall back to the run's."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE clock_offset AS
+        WITH votes AS (
+            SELECT run, clock,
+                   round((local_ns - (time_ns // 1000000000) * 1000000000) / {QUARTER_HOUR_NS})::BIGINT
+                       * {QUARTER_HOUR_NS} AS off, count(*) AS n
+            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock <> 'dfk' GROUP BY ALL
+        )
+        SELECT run, clock, arg_max(off, n) AS offset_ns FROM votes GROUP BY ALL
+        """
+    )
+
+
 def resolved_time_sql(alias: str = "o") -> str:
-    """SQL for an observation's UTC time, given `run_clock` joined as `c`."""
+    """SQL for an observation's UTC time, given `run_clock` joined as `c` and `clock_offset` as `co`."""
     local = f"{alias}.local_ns"
     zone = f"epoch_ns(timezone(c.tz, make_timestamp({local} // 1000)))"
     # a zone name: let DuckDB's time zone data resolve each local time (DST included), keep sub-µs digits
     by_zone = f"({zone} + {local} % 1000)"
-    return f"coalesce({alias}.time_ns, CASE WHEN c.offset_ns IS NULL THEN {by_zone} ELSE {local} - c.offset_ns END)"
+    offset = "coalesce(co.offset_ns, c.offset_ns)"
+    return f"coalesce({alias}.time_ns, CASE WHEN {offset} IS NULL THEN {by_zone} ELSE {local} - {offset} END)"

@@ -18,7 +18,8 @@ Policy, in order:
    only when there is nothing else). The span takes the bounds of the most trusted source (lowest
    converter priority: monitoring.db, then parsl.log, …) and records the others' spread
    (`dnpc.start.spread_ms`, `dnpc.end.spread_ms`, `dnpc.bounds.source`); types that
-   `covers_children` widen to their children; a context with no time of its own takes its children's.
+   `covers_children` widen to their children (those of any parent claim, primary or not); a context with
+   no time of its own takes its children's.
 6. Attributes. For each key the latest observed value wins (ties: the higher-priority source); every
    value stays in `observations`. `otel.status_code` / `otel.status_description` become the status.
 7. Ids. trace_id = sha256('dnpc2otel/trace/' + run)[:32 hex]; span_id = sha256(run/type/id)[:16 hex]:
@@ -49,6 +50,10 @@ def reconcile(
     """Build tables spans_out, span_links_out, disagreements_out and runs_out from table observations."""
     _runs(con, run_dirs, root)
     clock.infer_offsets(con, timezone)
+    if timezone is None:
+        clock.infer_clock_offsets(con)
+    else:  # a zone given by the user holds for every host
+        con.execute("CREATE OR REPLACE TEMP TABLE clock_offset (run VARCHAR, clock VARCHAR, offset_ns BIGINT)")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE obs_t AS
@@ -57,7 +62,7 @@ def reconcile(
                hash(o.run, o.context_type, o.context_id) AS ck,
                CASE WHEN o.related_id IS NOT NULL AND o.relation <> 'alias'
                     THEN hash(o.run, o.related_type, o.related_id) END AS rk
-        FROM obs o JOIN run_clock c USING (run)
+        FROM obs o JOIN run_clock c USING (run) LEFT JOIN clock_offset co USING (run, clock)
         """
     )
     _context_types(con, types)
@@ -277,7 +282,9 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
         changed = con.execute(
             """
             UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
-            FROM (SELECT pk, min(s) AS s, max(e) AS e FROM ctx_bounds WHERE s IS NOT NULL GROUP BY pk) ch
+            FROM (SELECT r.pk, min(c.s) AS s, max(c.e) AS e
+                  FROM (SELECT ck, pk FROM ctx_bounds UNION SELECT ck, pk FROM parent_cand) r
+                  JOIN ctx_bounds c USING (ck) WHERE c.s IS NOT NULL GROUP BY r.pk) ch
             WHERE ch.pk = p.ck AND (p.covers OR p.untimed OR p.type = 'workflow')
               AND (p.s IS NULL OR ch.s < p.s OR ch.e > p.e)
             """

@@ -101,7 +101,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Causality:
-    """`after` cannot happen before `before`: its context is `before`'s context or a child of it."""
+    """`after` cannot happen before `before`; their contexts are the same, or one is an ancestor of the other."""
 
     before_type: str
     before_event: str

@@ -1,16 +1,18 @@
 """Clock skew between hosts, measured from events whose order is physical.
 
 Definitions declare causal pairs (`[[causality]] before = "executor_task.dispatched"`, `after =
-"worker_execution.received"`): the `after` event belongs to the `before` event's context or to a child of
-it, and cannot truly happen first. Each pair whose two events were stamped by different clocks bounds the
-offset θ of one clock against the other (observed = true + θ):
+"worker_execution.received"`): events of one context, or of a context and an ancestor of it (up to three
+levels), where the `after` event cannot truly happen first. Each pair whose two events were stamped by
+different clocks bounds the offset θ of one clock against the other (observed = true + θ):
 
     θ_after_clock − θ_before_clock ≤ t_after − t_before
 
 Against the reference clock (the DataFlowKernel's host, `dfk`), pairs in one direction (dispatch →
 receive) give an upper bound of a host's θ, pairs in the other (completed → result back) a lower bound.
 When [lower, upper] holds 0 the clocks agree as far as the data can tell; otherwise the estimate is the
-interval's middle (delays taken as symmetric), or the violated bound when only one side is known.
+bound nearest 0: the smallest shift that restores every causal order (its error is at most the shortest
+message delay in that direction). Bounds that cross (lower > upper: no shift satisfies every pair)
+give the middle, and are worth a look.
 The result is kept in table `clocks`; with correction on, the host's times are shifted by the estimate
 before spans are bounded.
 """
@@ -56,14 +58,20 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
             FROM obs_t o JOIN (SELECT DISTINCT after_type, after_event FROM causal_rule) r
                  ON r.after_type = o.context_type AND r.after_event = o.event
             WHERE o.t IS NOT NULL
-        ), within AS (     -- the after event's context is the before event's, or a child of it
-            SELECT DISTINCT ck AS child, pk AS parent FROM parent_cand UNION SELECT ck, ck FROM obs_t
+        ), up1 AS (SELECT DISTINCT ck, pk FROM parent_cand),
+        ancestry AS (      -- a context and its ancestors up to three levels, by any parent claim
+            SELECT ck AS child, ck AS parent FROM (SELECT DISTINCT ck FROM obs_t)
+            UNION SELECT ck, pk FROM up1
+            UNION SELECT a.ck, b.pk FROM up1 a JOIN up1 b ON b.ck = a.pk
+            UNION SELECT a.ck, c.pk FROM up1 a JOIN up1 b ON b.ck = a.pk JOIN up1 c ON c.ck = b.pk
+        ), within AS (     -- the two events' contexts are the same, or one is an ancestor of the other
+            SELECT child AS a, parent AS b FROM ancestry UNION SELECT parent, child FROM ancestry
         )
         SELECT a.run, b.clock AS before_clock, a.clock AS after_clock, a.t - b.t AS gap
         FROM causal_rule r
         JOIN after a ON a.type = r.after_type AND a.event = r.after_event
-        JOIN within w ON w.child = a.ck
-        JOIN before b ON b.ck = w.parent AND b.type = r.before_type AND b.event = r.before_event
+        JOIN within w ON w.a = a.ck
+        JOIN before b ON b.ck = w.b AND b.type = r.before_type AND b.event = r.before_event
         WHERE a.clock <> b.clock
         """
     )
@@ -80,10 +88,12 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
             SELECT run, clock, max(lower) AS lower, min(upper) AS upper, sum(n) AS n FROM bounds GROUP BY ALL
         )
         SELECT run, clock, '{REFERENCE_CLOCK}', n, lower / 1e6, upper / 1e6,
+               -- the smallest shift that puts every pair back in causal order: queueing makes the delays
+               -- of the two directions too unequal for the interval's middle to be a fair estimate
                CASE WHEN coalesce(lower, 0) <= 0 AND coalesce(upper, 0) >= 0 THEN 0
-                    WHEN lower IS NOT NULL AND upper IS NOT NULL THEN (lower + upper) / 2e6
-                    WHEN upper IS NOT NULL THEN upper / 1e6
-                    ELSE lower / 1e6 END,
+                    WHEN lower IS NOT NULL AND upper IS NOT NULL AND lower > upper THEN (lower + upper) / 2e6
+                    WHEN lower > 0 THEN lower / 1e6
+                    ELSE upper / 1e6 END,
                {'true' if correct else 'false'}
         FROM host
         """
