@@ -196,6 +196,8 @@ def _print_summary(s) -> None:
         t.add_row("clock skew vs the DFK host (table clocks)",
                   ", ".join(f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
                             for c in skewed) or f"none detected ({len(s.clocks)} host clocks checked)")
+    for label, value in s.lines.items():
+        t.add_row(label, value)
     if s.dangling_links:
         t.add_row("links to contexts no source describes", str(s.dangling_links))
     if s.warnings:

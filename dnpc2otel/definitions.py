@@ -122,6 +122,8 @@ class Definition:
     contexts: dict[str, ContextType] = field(default_factory=dict)
     samples: tuple[dict[str, Any], ...] = ()  # SQLite sources: tiny databases and what each query yields
     causality: tuple[Causality, ...] = ()  # event pairs whose order is physical: used to measure clock skew
+    views: tuple[tuple[str, str], ...] = ()  # (name, SQL): views this source adds to the output database
+    summaries: tuple[tuple[str, str], ...] = ()  # (label, SQL giving one value): lines of the replay summary
 
 
 def builtin_dir() -> Path:
@@ -212,6 +214,8 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         contexts=contexts,
         samples=tuple(raw.get("samples", [])),
         causality=tuple(_causality(c) for c in raw.get("causality", [])),
+        views=tuple((v["name"], v["sql"]) for v in raw.get("views", [])),
+        summaries=tuple((v["label"], v["sql"]) for v in raw.get("summary", [])),
     )
 
 

@@ -32,6 +32,7 @@ class ReplaySummary:
     dangling_links: int = 0
     disagreements: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # kind → (count, max ms)
     clocks: list[dict] = field(default_factory=list)  # measured skew per host clock
+    lines: dict[str, str] = field(default_factory=dict)  # summary lines the converter definitions ask for
     sources: list[FileStats] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exported_spans: int | None = None
@@ -106,10 +107,13 @@ def replay(
         contexts.reconcile(con, types, selection.runs, root, timezone, disagreement_ms, causality, correct_skew)
         if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):
             raise UserError(f"{path}: the sources name no run that was selected")
-        store.write(con, target, root)
+        store.write(con, target, root, [v for d in defs for v in d.views])
         _summarise(con, summary)
     finally:
         con.close()
+    summary.lines = store.summarise(
+        target.resolve(), [r["trace_id"] for r in summary.runs], [s for d in defs for s in d.summaries]
+    )
     return summary
 
 

@@ -14,7 +14,7 @@ import duckdb
 
 from . import __version__
 from .errors import UserError
-from .templates import quote_literal
+from .templates import quote_ident, quote_literal
 
 SCHEMA_VERSION = 2
 
@@ -107,19 +107,37 @@ def _create_schema(con: duckdb.DuckDBPyConnection, db: str) -> None:
         con.execute(f"CREATE TABLE {db}.{table} {cols}")
 
 
-def _create_views(path: Path) -> None:
+def _create_views(path: Path, extra: list[tuple[str, str]]) -> None:
     # views are stored with their SQL; create them from a connection to the file itself so that they
-    # refer to its tables, not to an alias of the replay connection
+    # refer to its tables, not to an alias of the replay connection. Converter definitions add their own.
     with duckdb.connect(str(path)) as c:
-        for name, sql in VIEWS.items():
-            c.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        for name, sql in [*VIEWS.items(), *extra]:
+            try:
+                c.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
+            except duckdb.Error as e:
+                raise UserError(f"view {name} of a converter definition does not bind: {_first_line(e)}") from None
 
 
-def write(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
+def summarise(path: Path, trace_ids: list[str], summaries: list[tuple[str, str]]) -> dict[str, str]:
+    """Run the definitions' summary queries over the replayed runs (table `replayed` lists their traces)."""
+    out: dict[str, str] = {}
+    if not summaries:
+        return out
+    with duckdb.connect(str(path)) as c:
+        c.execute("CREATE TEMP TABLE replayed AS SELECT unnest(?::VARCHAR[]) AS trace_id", [trace_ids])
+        for label, sql in summaries:
+            row = c.execute(sql).fetchone()
+            if row and row[0] is not None:
+                out[label] = str(row[0])
+    return out
+
+
+def write(con: duckdb.DuckDBPyConnection, target: Path, root: str, views: list[tuple[str, str]] | None = None) -> None:
     """Write the replay's temp tables into `target` (new, or merged into an existing dnpc2otel DB)."""
     target = target.resolve()
     if target.exists():
         _merge(con, target, root)
+        _create_views(target, views or [])
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -131,7 +149,7 @@ def write(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
             _fill(con, "out", root)
         finally:
             con.execute("DETACH out")
-        _create_views(tmp)
+        _create_views(tmp, views or [])
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

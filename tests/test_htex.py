@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import copy_run, corpus_runs, need_corpus
+from conftest import CORPUS, copy_run, corpus_runs, need_corpus
 
 from dnpc2otel.checks import check_definition
 from dnpc2otel.definitions import load_all
@@ -429,3 +429,14 @@ def test_htex_definitions_pass_their_samples():
     types = {t for d in defs.values() for t in d.contexts}
     assert {"executor_task", "manager", "worker", "worker_execution"} <= types
     assert defs["htex_worker"].contexts["worker_execution"].parents[0] == "executor_task"
+
+
+@pytest.mark.parametrize("name", ["htex-2026", "htex-json-2026", "htex-2023"])
+def test_replay_summary_reports_every_htex_try_chained(name, tmp_path):
+    """The summary line and the htex_chain_summary view the HTEX definitions add to the output."""
+    need_corpus()
+    out = tmp_path / "chain.duckdb"
+    summary = replay(CORPUS / name / "runinfo", out)
+    assert summary.lines["HTEX tries that ran, fully chained"] == "31/31 (100.0%)"
+    with duckdb.connect(str(out), read_only=True) as c:
+        assert c.execute("SELECT tries_ran, tries_fully_chained FROM htex_chain_summary").fetchall() == [(31, 31)]
