@@ -126,7 +126,8 @@ class Observer:
         # only lines that may match a rule are parsed into records: most lines of a DEBUG log match none
         cond = _prefilter(fmt, rules)
         lines = f"SELECT * FROM lines WHERE {cond}" if cond else "SELECT * FROM lines"
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {_record_sql(f, path_groups, lines)}")
+        record_sql = _record_sql(f, path_groups, lines, _fields_used(fmt, rules))
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {record_sql}")
         row = self.con.execute("SELECT count(*) FROM rec WHERE is_record").fetchone()
         st.records = int(row[0]) if row else 0
         for rule in rules:
@@ -145,8 +146,9 @@ class Observer:
             st.warning = f"not a readable SQLite database ({e})"
             self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
             return
+        schema = SQLITE_SCHEMA
         try:
-            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables)
+            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables, schema)
         finally:
             db.close()
         for w in warnings:
@@ -157,7 +159,7 @@ class Observer:
             return
         for q in definition.queries:
             try:
-                st.observations += insert_query_rows(self.con, definition, f, q)
+                st.observations += insert_query_rows(self.con, definition, f, q, schema)
             except duckdb.Error as e:
                 st.warning = f"query {q.name} failed ({_first_line(e)})"
                 self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
@@ -272,15 +274,34 @@ def _prefilter(fmt: Format, rules: tuple[Rule, ...]) -> str | None:
     return f"regexp_matches(text, {quote_literal(pattern)})"
 
 
-def _record_sql(f: SourceFile, path_groups: list[str], lines: str) -> str:
+def _fields_used(fmt: Format, rules: tuple[Rule, ...]) -> set[str]:
+    """The record fields anything reads: only these are captured (each capture costs a regex pass)."""
+    used = {"message", fmt.time or "", fmt.local_time or ""}
+    text = []
+    for r in rules:
+        used.add(r.input_field)
+        if r.logger:
+            used.add("logger")
+        text += [*r.derive.values()]
+        for e in r.emit:
+            text += [e.context, e.event or "", e.parent or "", e.link or "", e.alias or "", e.where or ""]
+            text += [*e.attributes.values(), *e.event_attributes.values(), *e.each.values()]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(text)))
+    return used | (words & set(RECORD_FIELDS))
+
+
+def _record_sql(f: SourceFile, path_groups: list[str], lines: str, used: set[str] | None = None) -> str:
     """SQL giving one record row per line of the `lines` query (line, text)."""
     fmt = f.format
     if fmt.kind == "lines":
         assert fmt.record is not None
-        names = list(_group_names(fmt.record))
-        pat = quote_literal(fmt.record)
+        record = fmt.record
+        if used is not None:  # fields nobody reads are matched but not captured
+            record = re.sub(r"\(\?P<(\w+)>", lambda m: m.group(0) if m.group(1) in used else "(?:", record)
+        names = list(_group_names(record))
+        pat = quote_literal(record)
         parsed = (
-            f"SELECT line, text, regexp_matches(text, {pat}) AS is_record, "
+            f"SELECT line, text, regexp_matches(text, {quote_literal(_without_captures(record))}) AS is_record, "
             f"regexp_extract(text, {pat}, [{', '.join(quote_literal(n) for n in names)}]) AS r FROM ({lines})"
         )
 
@@ -477,15 +498,15 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
 
 
 def load_sqlite_tables(
-    con: duckdb.DuckDBPyConnection, db: sqlite3.Connection, tables: tuple[str, ...]
+    con: duckdb.DuckDBPyConnection, db: sqlite3.Connection, tables: tuple[str, ...], schema: str = SQLITE_SCHEMA
 ) -> tuple[int, list[str]]:
-    """Copy the named SQLite tables, as they are (plus `_rowid`), into DuckDB schema sqlite_source.
+    """Copy the named SQLite tables, as they are (plus `_rowid`), into a DuckDB schema (sqlite_source).
 
     Rows travel in Arrow batches; every mapping to observations then runs as DuckDB SQL, vectorised.
     Returns (rows copied, warnings). A table the database lacks (an older schema) is simply absent.
     """
-    con.execute(f"DROP SCHEMA IF EXISTS {SQLITE_SCHEMA} CASCADE")
-    con.execute(f"CREATE SCHEMA {SQLITE_SCHEMA}")
+    con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    con.execute(f"CREATE SCHEMA {schema}")
     warnings: list[str] = []
     try:
         present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -495,7 +516,7 @@ def load_sqlite_tables(
     for table in tables:
         if table not in present:
             continue
-        target = f"{SQLITE_SCHEMA}.{quote_ident(table)}"
+        target = f"{schema}.{quote_ident(table)}"
         try:
             cur = db.execute(f"SELECT rowid AS _rowid, * FROM {quote_ident(table)}")
             names = [d[0] for d in cur.description]
@@ -505,13 +526,13 @@ def load_sqlite_tables(
                 if not rows:
                     break
                 batch = pa.table({n: _arrow_column(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)})
-                con.register("sqlite_batch", batch)
+                con.register(f"{schema}_batch", batch)
                 if created:
-                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM sqlite_batch")
+                    con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {schema}_batch")
                 else:
-                    con.execute(f"CREATE TABLE {target} AS SELECT * FROM sqlite_batch")
+                    con.execute(f"CREATE TABLE {target} AS SELECT * FROM {schema}_batch")
                     created = True
-                con.unregister("sqlite_batch")
+                con.unregister(f"{schema}_batch")
                 total += len(rows)
             if not created:  # an empty table still has its columns, for the queries to bind
                 cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in names)
@@ -528,12 +549,14 @@ def _arrow_column(values: tuple) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def insert_query_rows(con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query) -> int:
+def insert_query_rows(
+    con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, schema: str = SQLITE_SCHEMA
+) -> int:
     """Run one of the definition's queries (DuckDB SQL over sqlite_source) into `observations`.
 
     The first of the query and its `alternatives` that binds against the loaded tables is used.
     """
-    con.execute(f"SET search_path = '{SQLITE_SCHEMA},main'")
+    con.execute(f"SET search_path = '{schema},main'")
     try:
         return _insert_query_rows(con, definition, f, q)
     finally:
