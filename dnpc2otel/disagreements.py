@@ -57,9 +57,14 @@ def _same_event_apart(con: duckdb.DuckDBPyConnection, threshold_ms: float) -> No
         -- is pending once per try)
         SELECT ck, 'same_event_apart' AS kind, event AS subject, (max(t) - min(t)) / 1e6 AS size_ms,
                json_object('occurrence', k, 'earliest', arg_min(src, t), 'latest', arg_max(src, t)) AS detail
-        FROM (SELECT ck, event, t, converter || ':' || source || ':' || line AS src, converter,
-                     row_number() OVER (PARTITION BY ck, event, converter ORDER BY t, source, line) AS k
-              FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL)
+        FROM (SELECT o.ck, o.event, o.t, o.converter || ':' || o.source || ':' || o.line AS src, o.converter,
+                     row_number() OVER (PARTITION BY o.ck, o.event, o.converter ORDER BY o.t, o.source, o.line) AS k
+              FROM obs_t o
+              -- only where some two occurrences lie that far apart at all: few contexts, cheap to pair up
+              SEMI JOIN (SELECT ck, event FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL GROUP BY ALL
+                         HAVING count(DISTINCT converter) > 1 AND (max(t) - min(t)) / 1e6 > {float(threshold_ms)}
+                        ) c ON c.ck = o.ck AND c.event = o.event
+              WHERE o.t IS NOT NULL)
         GROUP BY ck, event, k
         HAVING count(DISTINCT converter) > 1 AND (max(t) - min(t)) / 1e6 > {float(threshold_ms)}
         """,
