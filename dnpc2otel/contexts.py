@@ -316,9 +316,10 @@ def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> Non
         """
         CREATE OR REPLACE TEMP TABLE ctx_attrs AS
         SELECT ck,
-               -- keys sorted, so that a replay writes byte-identical JSON
-               coalesce(to_json(map_from_entries(list_sort(list({'k': k, 'v': v})
-                                                         FILTER (WHERE NOT starts_with(k, 'otel.'))))), '{}') AS attrs,
+               -- members sorted (by key: each starts with its quoted key), so a replay writes identical JSON
+               '{' || coalesce(array_to_string(list_sort(list(to_json(k) || ':' || v::VARCHAR)
+                                                         FILTER (WHERE NOT starts_with(k, 'otel.'))), ','), '') || '}'
+                 AS attrs,
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_code') AS status_code,
                max(json_extract_string(v, '$')) FILTER (WHERE k = 'otel.status_description') AS status_message
         FROM ctx_attr GROUP BY ALL
