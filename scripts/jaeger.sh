@@ -30,6 +30,8 @@ JAEGER_MODULE="github.com/jaegertracing/jaeger"
 # ----------------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib-gobuild.sh
+source "${SCRIPT_DIR}/lib-gobuild.sh"
 SRC_DIR=""
 CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
 INSTALL_DIR="${CACHE_ROOT}/jaeger-${JAEGER_V2_VERSION}"
@@ -45,20 +47,8 @@ usage() {
 }
 
 do_build() {
-    if [[ -x "${BIN}" ]]; then
-        echo "${BIN}"
-        return 0
-    fi
-    # exit code 3 = "cannot build here" (no Go); the pytest fixture treats that as skip-able.
-    command -v go >/dev/null 2>&1 || die 3 "'go' not found in PATH; install Go >= 1.24.6 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})"
-
-    mkdir -p "${INSTALL_DIR}"
-    # Serialise concurrent builds (e.g. parallel pytest sessions) when flock is available.
-    if command -v flock >/dev/null 2>&1; then
-        exec 9>"${INSTALL_DIR}/.build.lock"
-        flock 9
-        if [[ -x "${BIN}" ]]; then echo "${BIN}"; return 0; fi
-    fi
+    cached_or_locked "${BIN}" "${INSTALL_DIR}" \
+        "install Go >= 1.24.6 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})" && return 0
 
     local start=${SECONDS}
     log "building Jaeger ${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}); first build takes a few minutes..."

@@ -39,6 +39,8 @@ TEMPO_VERSION_LABEL="2.8.0-rc.0+87c2dc380cec"   # what `tempo -version` reports
 # ----------------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib-gobuild.sh
+source "${SCRIPT_DIR}/lib-gobuild.sh"
 SRC_DIR=""
 CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
 INSTALL_DIR="${CACHE_ROOT}/tempo-${TEMPO_MODULE_VERSION}"
@@ -58,19 +60,8 @@ json_field() {  # json_field NAME < go-mod-download-json
 }
 
 do_build() {
-    if [[ -x "${BIN}" ]]; then
-        echo "${BIN}"
-        return 0
-    fi
-    # exit code 3 = "cannot build here" (no Go); callers may treat that as skip-able.
-    command -v go >/dev/null 2>&1 || die 3 "'go' not found in PATH; install Go >= 1.24.3 (or use Docker image grafana/tempo:2.8.2)"
-
-    mkdir -p "${INSTALL_DIR}"
-    if command -v flock >/dev/null 2>&1; then
-        exec 9>"${INSTALL_DIR}/.build.lock"
-        flock 9
-        if [[ -x "${BIN}" ]]; then echo "${BIN}"; return 0; fi
-    fi
+    cached_or_locked "${BIN}" "${INSTALL_DIR}" \
+        "install Go >= 1.24.3 (or use Docker image grafana/tempo:2.8.2)" && return 0
 
     local start=${SECONDS}
     log "building Tempo ${TEMPO_VERSION_LABEL} (module ${TEMPO_MODULE}@${TEMPO_MODULE_VERSION}); first build takes several minutes..."
