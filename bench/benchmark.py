@@ -124,6 +124,7 @@ BASELINE = r"""
 import duckdb, sqlite3, sys, time
 run_dir = sys.argv[1]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 t = time.perf_counter()
 con.execute(r'''SELECT count(*) FILTER (WHERE regexp_matches(line, '^\d+\.\d+ \S+ \S+ \S+ \S+ \S+ \S+ [A-Z]+: '))
     FROM read_csv(?, columns={'line': 'VARCHAR'}, delim=chr(1), quote='', escape='', header=false,
@@ -161,7 +162,7 @@ def main() -> int:
         print(f"made {run_dir} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     log_bytes = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
     base_s, base_rss, out = child([sys.executable, "-c", BASELINE, str(run_dir)])
-    base_inner = float(out.strip())
+    base_inner = float(out.strip().splitlines()[-1])
     out_db = work / "bench.duckdb"
     out_db.unlink(missing_ok=True)
     replay_s, replay_rss, _ = child([sys.executable, "-m", "dnpc2otel.cli", "replay", str(run_dir),

@@ -50,6 +50,7 @@ def open_workspace(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     # kept on (DuckDB's default): line numbers are counted in file order
+    con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would print to stdout
     return con
 
 
