@@ -33,6 +33,9 @@ class ContextType:
     covers_children: bool = False  # span widened to cover its children (workflow, executor)
     order: tuple[tuple[str, ...], ...] = ()  # events in the order they must happen (each step: alternatives)
     terminal: tuple[str, ...] = ()  # events that close the context; none seen: incomplete
+    once: tuple[str, ...] = ()  # events a source records at most once per context (a try is launched once)
+    unique: tuple[str, ...] = ()  # attributes with one value per context (a block has one job id)
+    max_children: dict[str, int] = field(default_factory=dict)  # child type → most children (try: 1 executor task)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
             covers_children=bool(v.get("covers_children", False)),
             order=tuple(tuple([step] if isinstance(step, str) else step) for step in v.get("order", [])),
             terminal=tuple(v.get("terminal", [])),
+            once=tuple(v.get("once", [])),
+            unique=tuple(v.get("unique", [])),
+            max_children=dict(v.get("max_children", {})),
         )
         for k, v in raw.get("contexts", {}).items()
     }

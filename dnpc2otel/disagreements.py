@@ -11,6 +11,11 @@ Kinds of disagreement (table `disagreements`, one row each, with its size):
   workflow, marked, instead of under a wrong parent.
 - `incomplete`: a context of a type with `terminal` events has none (a crashed or killed run): its span
   ends at its last observation and carries `dnpc.incomplete = true`.
+- `repeated_event`: one source records an event its type allows `once` several times (a try launched
+  twice).
+- `conflicting_values`: an attribute its type calls `unique` has several values (a block with two job ids).
+- `too_many_children`: more children of a type than `max_children` allows (a try with two executor tasks:
+  an executor id reused or a double launch).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
     _missing_in_source(con)
     _parent_conflicts(con)
     _incomplete(con, types)
+    _bindings(con, types)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
@@ -138,3 +144,49 @@ def _incomplete(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -
         GROUP BY o.ck HAVING count(te.event) = 0
         """,
     )
+
+
+def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    """The 1:1 and 1:n relations the context types assume, checked against the data."""
+    once = [(t.name, ev) for t in types.values() for ev in t.once]
+    if once:
+        con.execute("CREATE OR REPLACE TEMP TABLE once_event (type VARCHAR, event VARCHAR)")
+        con.executemany("INSERT INTO once_event VALUES (?, ?)", once)
+        _insert(
+            con,
+            """
+            SELECT o.ck, 'repeated_event' AS kind, o.event || ' (' || o.converter || ')' AS subject,
+                   (max(o.t) - min(o.t)) / 1e6 AS size_ms,
+                   json_object('times', count(*), 'lines', list_sort(list(o.source || ':' || o.line))) AS detail
+            FROM obs_t o SEMI JOIN once_event x ON x.type = o.context_type AND x.event = o.event
+            WHERE o.t IS NOT NULL GROUP BY o.ck, o.event, o.converter HAVING count(*) > 1
+            """,
+        )
+    unique = [(t.name, k) for t in types.values() for k in t.unique]
+    if unique:
+        con.execute("CREATE OR REPLACE TEMP TABLE unique_attribute (type VARCHAR, k VARCHAR)")
+        con.executemany("INSERT INTO unique_attribute VALUES (?, ?)", unique)
+        _insert(
+            con,
+            """
+            SELECT kv.ck, 'conflicting_values' AS kind, kv.k AS subject, NULL AS size_ms,
+                   json_object('values', list_sort(list(DISTINCT kv.v::VARCHAR))) AS detail
+            FROM kv JOIN ctx c USING (ck) SEMI JOIN unique_attribute u ON u.type = c.type AND u.k = kv.k
+            GROUP BY kv.ck, kv.k HAVING count(DISTINCT kv.v) > 1
+            """,
+        )
+    limits = [(t.name, child, n) for t in types.values() for child, n in t.max_children.items()]
+    if limits:
+        con.execute("CREATE OR REPLACE TEMP TABLE child_limit (type VARCHAR, child VARCHAR, n INTEGER)")
+        con.executemany("INSERT INTO child_limit VALUES (?, ?, ?)", limits)
+        _insert(
+            con,
+            """
+            SELECT p.pk AS ck, 'too_many_children' AS kind, p.type AS subject, NULL AS size_ms,
+                   json_object('children', list_sort(list(DISTINCT p.type || ':' || p.id)), 'most', any_value(l.n))
+                     AS detail
+            FROM parent_cand p JOIN ctx parent ON parent.ck = p.pk
+            JOIN child_limit l ON l.type = parent.type AND l.child = p.type
+            GROUP BY p.pk, p.type HAVING count(DISTINCT p.ck) > any_value(l.n)
+            """,
+        )

@@ -333,7 +333,8 @@ def export(
     if not db_path.is_file():
         raise UserError(f"{db_path}: no such DuckDB file")
     try:
-        con = duckdb.connect(str(db_path), read_only=True, config={"enable_progress_bar": False})
+        con = duckdb.connect(str(db_path), read_only=True)
+        con.execute("SET enable_progress_bar = false")
     except duckdb.Error as e:
         raise UserError(f"{db_path}: cannot open as a DuckDB database ({str(e).splitlines()[0]})") from None
     hint = resume_hint or (

@@ -110,7 +110,8 @@ def _create_schema(con: duckdb.DuckDBPyConnection, db: str) -> None:
 def _create_views(path: Path, extra: list[tuple[str, str]]) -> None:
     # views are stored with their SQL; create them from a connection to the file itself so that they
     # refer to its tables, not to an alias of the replay connection. Converter definitions add their own.
-    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as c:
+    with duckdb.connect(str(path)) as c:
+        c.execute("SET enable_progress_bar = false")
         for name, sql in [*VIEWS.items(), *extra]:
             try:
                 c.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
@@ -123,7 +124,8 @@ def summarise(path: Path, trace_ids: list[str], summaries: list[tuple[str, str]]
     out: dict[str, str] = {}
     if not summaries:
         return out
-    with duckdb.connect(str(path), config={"enable_progress_bar": False}) as c:
+    with duckdb.connect(str(path)) as c:
+        c.execute("SET enable_progress_bar = false")
         c.execute("CREATE TEMP TABLE replayed AS SELECT unnest(?::VARCHAR[]) AS trace_id", [trace_ids])
         for label, sql in summaries:
             row = c.execute(sql).fetchone()

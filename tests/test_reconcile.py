@@ -154,3 +154,28 @@ def test_a_context_claimed_by_two_parents_gets_neither(htex_copy, tmp_path):
     links = rows(out, """SELECT count(*) FROM span_links l JOIN spans s USING (span_id) WHERE s.context_type = 'thing'
                          AND l.attributes->>'$."dnpc.relation"' = 'conflicting_parent'""")
     assert links == [(2,)]
+
+
+def test_assumed_one_to_one_bindings_are_checked(htex_copy, tmp_path):
+    """A try launched twice (two executor ids) and a block with two job ids are reported."""
+    log = htex_copy / "000" / "parsl.log"
+    lines = log.read_text().splitlines(keepends=True)
+    i = next(i for i, ln in enumerate(lines) if "Parsl task 3 try 0 launched on executor worker_pool" in ln)
+    lines.insert(i + 1, re.sub(r"with executor id \d+", "with executor id 99", lines[i]))
+    log.write_text("".join(lines))
+    db = sqlite3.connect(htex_copy / "monitoring.db")
+    db.execute("UPDATE block SET job_id = '4242' WHERE rowid = (SELECT max(rowid) FROM block)")
+    db.commit()
+    db.close()
+    out = tmp_path / "b.duckdb"
+    summary = replay(htex_copy, out)
+    found = {(k, t, i): (s, json.loads(d)) for k, t, i, s, d in rows(out, """
+        SELECT kind, context_type, context_id, subject, detail FROM disagreements
+        WHERE kind IN ('repeated_event', 'conflicting_values', 'too_many_children')""")}
+    assert found[("repeated_event", "try", "3.0")][0] == "launched (parsl_dfk)"
+    subject, detail = found[("too_many_children", "try", "3.0")]
+    assert subject == "executor_task"
+    assert detail["children"] == ["executor_task:worker_pool/4", "executor_task:worker_pool/99"]
+    subject, detail = found[("conflicting_values", "block", "worker_pool/0")]
+    assert subject == "parsl.block.job_id" and len(detail["values"]) == 2 and '"4242"' in detail["values"]
+    assert len(found) == 3 and summary.disagreements["too_many_children"][0] == 1
