@@ -440,3 +440,32 @@ def test_replay_summary_reports_every_htex_try_chained(name, tmp_path):
     assert summary.lines["HTEX tries that ran, fully chained"] == "31/31 (100.0%)"
     with duckdb.connect(str(out), read_only=True) as c:
         assert c.execute("SELECT tries_ran, tries_fully_chained FROM htex_chain_summary").fetchall() == [(31, 31)]
+
+
+@pytest.mark.parametrize("name", ["htex-2026", "htex-json-2026", "htex-2023"])
+def test_block_carries_its_job_script_and_exit_code_and_managers_their_node_rows(name, tmp_path):
+    need_corpus()
+    run = CORPUS / name / "runinfo"
+    (script,) = sorted((run / "000" / "submit_scripts").glob("parsl.*.block-*.sh"))
+    exit_code = (script.parent / (script.name + ".ec")).read_text().strip()
+    out = tmp_path / "blocks.duckdb"
+    replay(run, out)
+    with duckdb.connect(str(out), read_only=True) as c:
+        (attrs,) = c.execute("SELECT attributes FROM spans WHERE context_type = 'block'").fetchone()
+        managers = [json.loads(a) for (a,) in c.execute("SELECT attributes FROM spans WHERE context_type = 'manager'")
+                    .fetchall()]
+        nodes = db_manager_ids(run / "monitoring.db")
+    attrs = json.loads(attrs)
+    assert attrs["parsl.block.job_name"] == script.name.removesuffix(".sh")
+    assert attrs["parsl.block.exit_code"] == exit_code
+    assert "provider_submit_scripts" in attrs["dnpc.sources"]
+    assert {m["parsl.htex.manager.id"] for m in managers} == nodes
+    assert all("monitoring_db" in m["dnpc.sources"] and m["host.cpu.count"] >= 1 for m in managers)
+
+
+def db_manager_ids(db: Path) -> set[str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT uid FROM node")}
+    finally:
+        con.close()
