@@ -88,24 +88,21 @@ class Observer:
             except OSError as e:
                 st.warning = f"cannot read: {e.strerror or e}"
                 self.on_warning(f"{f.rel}: {st.warning}; skipped")
-        for rule in definition.rules:
-            if tables[rule.name] in created:
-                n = emit_rule(self.con, definition, rule, tables, created)
-                self._count_observations(definition, rule, n)
+        emitted = sum(emit_rule(self.con, definition, r, tables, created) for r in definition.rules
+                      if tables[r.name] in created)
         for t in created:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        if emitted:
+            self._count_observations(definition)
 
-    def _count_observations(self, definition: Definition, rule: Rule, n: int) -> None:
-        if n == 0:
-            return
-        counts = self.con.execute(
-            "SELECT source, count(*) FROM observations WHERE converter = ? AND rule = ? GROUP BY source",
-            [definition.name, rule.name],
-        ).fetchall()
-        by_source = dict(counts)
+    def _count_observations(self, definition: Definition) -> None:
+        by_source = dict(self.con.execute(
+            "SELECT source, count(*) FROM observations WHERE converter = ? GROUP BY source", [definition.name]
+        ).fetchall())
+        logs = {f.name for f in definition.formats if f.kind != "sqlite"}
         for st in self.stats:
-            if st.converter == definition.name and st.source in by_source:
-                st.observations += by_source.pop(st.source)
+            if st.converter == definition.name and st.format in logs:
+                st.observations = by_source.get(st.source, 0)
 
     def _read_log(
         self,
