@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from .definitions import RECORD_FIELDS, Definition
+from .errors import first_line
 from .observations import OBSERVATIONS_DDL
 from .observe import emit_rule, match_rule
 from .templates import quote_ident
@@ -77,7 +78,7 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
         match_rule(con, rule, tables[rule.name], created)
         n = emit_rule(con, definition, rule, tables, created)
     except duckdb.Error as e:
-        return SampleResult(definition.name, rule.name, message, False, f"SQL error: {str(e).splitlines()[0]}")
+        return SampleResult(definition.name, rule.name, message, False, f"SQL error: {first_line(e)}")
     expect = int(sample.get("expect", 1))
     if n != expect:
         return SampleResult(definition.name, rule.name, message, False, f"expected {expect} observations, got {n}")
@@ -121,7 +122,7 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
         try:
             n = insert_query_rows(con, definition, source, q)
         except duckdb.Error as e:
-            out.append(SampleResult(definition.name, label, "", False, f"query fails: {str(e).splitlines()[0]}"))
+            out.append(SampleResult(definition.name, label, "", False, f"query fails: {first_line(e)}"))
             continue
         if q.name not in expect:
             out.append(SampleResult(definition.name, label, "", False, "the sample says nothing of this query"))

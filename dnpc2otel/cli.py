@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, first_line
 from .otlp import PROTOCOLS, OtlpConfig, export
 
 err = Console(stderr=True)
@@ -225,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into one line
         if os.environ.get("DNPC2OTEL_DEBUG"):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        err.print(f"dnpc2otel: internal error: {type(e).__name__}: {first} (DNPC2OTEL_DEBUG=1 shows a traceback)",
-                  highlight=False, markup=False, soft_wrap=True)
+        err.print(f"dnpc2otel: internal error: {type(e).__name__}: {first_line(e)} "
+                  "(DNPC2OTEL_DEBUG=1 shows a traceback)", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERNAL
     return 0
 

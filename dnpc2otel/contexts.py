@@ -32,7 +32,7 @@ import duckdb
 
 from . import clock, disagreements, skew
 from .definitions import Causality, ContextType
-from .templates import quote_literal
+from .templates import json_member_path, quote_literal
 
 MAX_DEPTH = 10
 
@@ -307,7 +307,7 @@ def _bounds(con: duckdb.DuckDBPyConnection) -> None:
 def _spans(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
     name_cases = []
     for t in types.values():
-        attrs = [f"json_extract_string(a.attrs, {quote_literal('$.' + _jp(k))})" for k in t.name_attributes]
+        attrs = [f"json_extract_string(a.attrs, {quote_literal(json_member_path(k))})" for k in t.name_attributes]
         name_cases.append(
             f"WHEN {quote_literal(t.name)} THEN coalesce({', '.join(attrs + [quote_literal(t.default_name)])})"
         )
@@ -419,6 +419,3 @@ def _run_table(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
 
-
-def _jp(key: str) -> str:
-    return '"' + key.replace('"', '\\"') + '"'

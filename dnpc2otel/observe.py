@@ -18,8 +18,9 @@ import duckdb
 import pyarrow as pa
 
 from .definitions import RECORD_FIELDS, Definition, Emit, Format, Query, Rule
+from .errors import first_line
 from .observations import COLUMNS
-from .templates import json_object_sql, quote_ident, quote_literal, to_sql
+from .templates import json_member_path, json_object_sql, quote_ident, quote_literal, to_sql
 from .timeparse import is_epoch, to_ns
 
 CHUNK_BYTES = 32 << 20
@@ -158,7 +159,7 @@ class Observer:
             try:
                 st.observations += insert_query_rows(self.con, definition, f, q, schema)
             except duckdb.Error as e:
-                st.warning = f"query {q.name} failed ({_first_line(e)})"
+                st.warning = f"query {q.name} failed ({first_line(e)})"
                 self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
 
 
@@ -313,9 +314,9 @@ def _record_sql(f: SourceFile, path_groups: list[str], lines: str, used: set[str
             if not name:
                 return "NULL"
             key = fmt.fields.get(name, name)
-            return f"CASE WHEN is_record THEN json_extract(r, {quote_literal('$.' + _json_path(key))})::VARCHAR END"
+            return f"CASE WHEN is_record THEN json_extract(r, {quote_literal(json_member_path(key))})::VARCHAR END"
 
-        message_path = quote_literal("$." + _json_path(fmt.fields.get("message", "message")))
+        message_path = quote_literal(json_member_path(fmt.fields.get("message", "message")))
         message = f"CASE WHEN is_record THEN json_extract_string(r, {message_path}) END"
 
     def raw_text(name: str | None) -> str:
@@ -355,9 +356,6 @@ def _file_clock(template: str, groups: dict[str, str | None]) -> str:
     """A format's clock may name the file's host by its path groups: 'manager:{manager}'."""
     return re.sub(r"\{(\w+)\}", lambda m: groups.get(m.group(1)) or "", template)
 
-
-def _json_path(key: str) -> str:
-    return '"' + key.replace('"', '\\"') + '"'
 
 
 def _group_names(pattern: str) -> tuple[str, ...]:
@@ -535,7 +533,7 @@ def load_sqlite_tables(
                 cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in names)
                 con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
         except (sqlite3.Error, duckdb.Error, pa.ArrowException) as e:
-            warnings.append(f"table {table} is unreadable ({_first_line(e)}); its rows are missing")
+            warnings.append(f"table {table} is unreadable ({first_line(e)}); its rows are missing")
     return total, warnings
 
 
@@ -608,10 +606,6 @@ def _insert_query_rows(con: duckdb.DuckDBPyConnection, definition: Definition, f
     row = con.execute(f"INSERT INTO main.observations ({', '.join(COLUMNS)}) {select}").fetchone()
     return int(row[0]) if row else 0
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _ident(name: str) -> str:

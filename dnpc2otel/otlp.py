@@ -30,7 +30,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, first_line
 
 DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
 DEFAULT_OTLP_GRPC_ENDPOINT = "127.0.0.1:4317"
@@ -336,7 +336,7 @@ def export(
         con = duckdb.connect(str(db_path), read_only=True)
         con.execute("SET enable_progress_bar = false")
     except duckdb.Error as e:
-        raise UserError(f"{db_path}: cannot open as a DuckDB database ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{db_path}: cannot open as a DuckDB database ({first_line(e)})") from None
     hint = resume_hint or (
         f"dnpc2otel export {db_path} --otlp-endpoint {config.endpoint} --otlp-protocol {config.protocol}"
     )

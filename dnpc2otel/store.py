@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, first_line
 from .templates import quote_ident, quote_literal
 
 SCHEMA_VERSION = 2
@@ -116,7 +116,7 @@ def _create_views(path: Path, extra: list[tuple[str, str]]) -> None:
             try:
                 c.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
             except duckdb.Error as e:
-                raise UserError(f"view {name} of a converter definition does not bind: {_first_line(e)}") from None
+                raise UserError(f"view {name} of a converter definition does not bind: {first_line(e)}") from None
 
 
 def summarise(path: Path, trace_ids: list[str], summaries: list[tuple[str, str]]) -> dict[str, str]:
@@ -173,7 +173,7 @@ def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
         con.execute(f"ATTACH {quote_literal(str(target))} AS out")
     except duckdb.Error as e:
         raise UserError(
-            f"{target}: exists but is not a DuckDB database ({_first_line(e)}); choose another --duckdb"
+            f"{target}: exists but is not a DuckDB database ({first_line(e)}); choose another --duckdb"
         ) from None
     try:
         row = con.execute(
@@ -202,6 +202,3 @@ def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
     finally:
         con.execute("DETACH out")
 
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

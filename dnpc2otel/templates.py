@@ -60,6 +60,11 @@ def json_object_sql(attributes: dict[str, str]) -> str:
     return "('{' || concat_ws(',', " + ", ".join(members) + ") || '}')"
 
 
+def json_member_path(key: str) -> str:
+    """'$."a.b"': a JSON path to a member whose name may hold dots."""
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
 def _json_key(key: str) -> str:
     import json
 
