@@ -45,6 +45,12 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
     _bindings(con, types)
 
 
+def _rows_table(con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: list[tuple]) -> None:
+    """A small temp table of declarations (from the context types), for the checks to join."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+    con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' for _ in columns.split(','))})", rows)
+
+
 def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
     con.execute(
         f"""
@@ -81,8 +87,7 @@ def _impossible_order(con: duckdb.DuckDBPyConnection, types: dict[str, ContextTy
     rows = [(t.name, rank, ev) for t in types.values() for rank, evs in enumerate(t.order) for ev in evs]
     if not rows:
         return
-    con.execute("CREATE OR REPLACE TEMP TABLE event_rank (type VARCHAR, rank INTEGER, event VARCHAR)")
-    con.executemany("INSERT INTO event_rank VALUES (?, ?, ?)", rows)
+    _rows_table(con, "event_rank", "type VARCHAR, rank INTEGER, event VARCHAR", rows)
     _insert(
         con,
         """
@@ -131,8 +136,7 @@ def _incomplete(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -
     rows = [(t.name, ev) for t in types.values() for ev in t.terminal]
     if not rows:
         return
-    con.execute("CREATE OR REPLACE TEMP TABLE terminal_event (type VARCHAR, event VARCHAR)")
-    con.executemany("INSERT INTO terminal_event VALUES (?, ?)", rows)
+    _rows_table(con, "terminal_event", "type VARCHAR, event VARCHAR", rows)
     typed = ", ".join(quote_literal(t) for t in {r[0] for r in rows})
     _insert(
         con,
@@ -150,8 +154,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
     """The 1:1 and 1:n relations the context types assume, checked against the data."""
     once = [(t.name, ev) for t in types.values() for ev in t.once]
     if once:
-        con.execute("CREATE OR REPLACE TEMP TABLE once_event (type VARCHAR, event VARCHAR)")
-        con.executemany("INSERT INTO once_event VALUES (?, ?)", once)
+        _rows_table(con, "once_event", "type VARCHAR, event VARCHAR", once)
         _insert(
             con,
             """
@@ -164,8 +167,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
         )
     unique = [(t.name, k) for t in types.values() for k in t.unique]
     if unique:
-        con.execute("CREATE OR REPLACE TEMP TABLE unique_attribute (type VARCHAR, k VARCHAR)")
-        con.executemany("INSERT INTO unique_attribute VALUES (?, ?)", unique)
+        _rows_table(con, "unique_attribute", "type VARCHAR, k VARCHAR", unique)
         _insert(
             con,
             """
@@ -177,8 +179,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
         )
     limits = [(t.name, child, n) for t in types.values() for child, n in t.max_children.items()]
     if limits:
-        con.execute("CREATE OR REPLACE TEMP TABLE child_limit (type VARCHAR, child VARCHAR, n INTEGER)")
-        con.executemany("INSERT INTO child_limit VALUES (?, ?, ?)", limits)
+        _rows_table(con, "child_limit", "type VARCHAR, child VARCHAR, n INTEGER", limits)
         _insert(
             con,
             """
