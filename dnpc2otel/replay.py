@@ -6,7 +6,8 @@ sources (converters) → observations → contexts and reconciliation → export
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,16 +43,23 @@ class ReplaySummary:
         return sum(s.not_understood for s in self.sources)
 
 
-def open_workspace(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that spills to a temporary directory instead of growing without bound."""
-    con = duckdb.connect(":memory:")
-    spill = tempfile.mkdtemp(prefix="dnpc2otel-spill-")
-    con.execute(f"SET temp_directory = '{spill}'")
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    # kept on (DuckDB's default): line numbers are counted in file order
-    con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would print to stdout
-    return con
+@contextmanager
+def workspace(memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB that spills to a temporary directory (removed after) instead of growing unbounded."""
+    with tempfile.TemporaryDirectory(prefix="dnpc2otel-spill-") as spill:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"SET temp_directory = '{spill}'")
+            if memory_limit:
+                try:
+                    con.execute(f"SET memory_limit = '{memory_limit}'")
+                except duckdb.Error:
+                    raise UserError(f"--memory-limit {memory_limit!r}: not a size such as 4GB or 500MB") from None
+            # preserve_insertion_order stays on (DuckDB's default): line numbers are counted in file order
+            con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would print to stdout
+            yield con
+        finally:
+            con.close()
 
 
 def replay(
@@ -89,8 +97,7 @@ def replay(
         if on_progress:
             on_progress(done, total)
 
-    con = open_workspace(memory_limit)
-    try:
+    with workspace(memory_limit) as con:
         if timezone:
             clock.check_timezone(con, timezone)
         con.execute(OBSERVATIONS_DDL)
@@ -110,8 +117,6 @@ def replay(
             raise UserError(f"{path}: the sources name no run that was selected")
         store.write(con, target, root, [v for d in defs for v in d.views])
         _summarise(con, summary)
-    finally:
-        con.close()
     summary.lines = store.summarise(
         target.resolve(), [r["trace_id"] for r in summary.runs], [s for d in defs for s in d.summaries]
     )
