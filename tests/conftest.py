@@ -69,8 +69,9 @@ def fresh_htex_faults(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fresh_threads_chicago(tmp_path_factory) -> Path:
-    """A ThreadPoolExecutor run with monitoring whose local clock is America/Chicago (naive times ≠ UTC)."""
-    return make_parsl_run(tmp_path_factory.mktemp("threads"), "--executor", "threads",
+    """A ThreadPoolExecutor run with monitoring whose local clock is America/Chicago (naive times ≠ UTC),
+    with memoized re-runs of a cached app."""
+    return make_parsl_run(tmp_path_factory.mktemp("threads"), "--executor", "threads", "--memo",
                           env={"TZ": "America/Chicago"})
 
 

@@ -2,7 +2,7 @@
 failure, a join of dependencies, and a bash app, on a HighThroughputExecutor (LocalProvider) and/or a
 ThreadPoolExecutor.
 
-Usage: python small.py RUN_DIR [--executor htex|threads] [--tasks N] [--no-monitoring] [--worker-debug]
+Usage: python small.py RUN_DIR [--executor htex|threads] [--tasks N] [--no-monitoring] [--worker-debug] [--memo]
 """
 
 import argparse
@@ -37,6 +37,11 @@ def combine(*xs):
     return sum(xs)
 
 
+@parsl.python_app(executors=[POOL], cache=True)
+def cached(x):
+    return x + 1
+
+
 @parsl.bash_app(executors=[POOL])
 def shell(i, stdout=parsl.AUTO_LOGNAME, stderr=parsl.AUTO_LOGNAME):
     return f"echo hello {i}"
@@ -49,6 +54,7 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=8)
     p.add_argument("--no-monitoring", action="store_true")
     p.add_argument("--worker-debug", action="store_true")
+    p.add_argument("--memo", action="store_true", help="also re-run a cached app after its result is known")
     args = p.parse_args()
     run_dir = os.path.abspath(args.run_dir)
     os.makedirs(run_dir, exist_ok=True)
@@ -75,6 +81,10 @@ def main() -> int:
         total = combine(*doubled)
         dep_fail = combine(flakies[0], doubled[0])
         shells = [shell(i) for i in range(2)]
+        if args.memo:  # the first call fills the cache; the later ones must reuse it
+            cached(1).result()
+            hits = [cached(1) for _ in range(2)]
+            print("memo", [h.result() for h in hits])
         print("total", total.result())
         for f in flakies + [dep_fail] + shells:
             try:
