@@ -76,7 +76,7 @@ class Emit:
 
 @dataclass(frozen=True)
 class Carry:
-    source_rule: str
+    source_rules: tuple[str, ...]  # the rules whose lines lend their fields
     key: tuple[str, ...]
     fields: tuple[str, ...]
     direction: str = "previous"
@@ -187,8 +187,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
     rules = tuple(_rule(r, path_fields) for r in raw.get("rules", []))
     rule_names = {r.name for r in rules}
     for r in rules:
-        if r.carry and r.carry.source_rule not in rule_names:
-            raise ValueError(f"rule {r.name}: carry from unknown rule {r.carry.source_rule!r}")
+        unknown = set(r.carry.source_rules) - rule_names if r.carry else set()
+        if unknown:
+            raise ValueError(f"rule {r.name}: carry from unknown rules {sorted(unknown)}")
     queries = tuple(
         Query(q["name"], q["sql"], tuple(q.get("alternatives", []))) for q in raw.get("queries", [])
     )
@@ -265,7 +266,8 @@ def _rule(r: dict[str, Any], path_fields: set[str]) -> Rule:
     carry = None
     if "carry" in r:
         c = r["carry"]
-        carry = Carry(c["from"], tuple(c["key"]), tuple(c["fields"]), c.get("direction", "previous"))
+        sources = (c["from"],) if isinstance(c["from"], str) else tuple(c["from"])
+        carry = Carry(sources, tuple(c["key"]), tuple(c["fields"]), c.get("direction", "previous"))
         if carry.direction not in ("previous", "next"):
             raise ValueError(f"rule {r['name']}: carry direction is 'previous' or 'next'")
     emits = tuple(

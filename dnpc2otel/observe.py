@@ -399,8 +399,8 @@ def emit_rule(
     base = f"SELECT * FROM {table}"
     if rule.carry:
         c = rule.carry
-        src = tables[c.source_rule]
-        if src not in created:
+        sources = [tables[r] for r in c.source_rules if tables[r] in created]
+        if not sources:
             base = f"SELECT *, {', '.join(f'NULL::VARCHAR AS {quote_ident(x)}' for x in c.fields)} FROM {table}"
         else:
             keys = "".join(", " + quote_ident(k) for k in c.key)  # no key: the nearest line of the file
@@ -416,10 +416,10 @@ def emit_rule(
                 for x in c.fields
             )
             src_cols = ", ".join(quote_ident(x) for x in ("source", "line", *c.key, *c.fields))
+            lenders = " UNION ALL BY NAME ".join(f"SELECT {src_cols}, false AS __self FROM {s}" for s in sources)
             base = (
                 f"SELECT * EXCLUDE (__self) FROM (SELECT * EXCLUDE ({', '.join(quote_ident(x) for x in c.fields)}), "
-                f"{carried} FROM (SELECT *, true AS __self FROM {table} UNION ALL BY NAME "
-                f"SELECT {src_cols}, false AS __self FROM {src})) WHERE __self"
+                f"{carried} FROM (SELECT *, true AS __self FROM {table} UNION ALL BY NAME {lenders})) WHERE __self"
             )
     if rule.derive:
         derived = ", ".join(f"({expr}) AS {quote_ident(k)}" for k, expr in rule.derive.items())

@@ -179,3 +179,13 @@ def test_assumed_one_to_one_bindings_are_checked(htex_copy, tmp_path):
     subject, detail = found[("conflicting_values", "block", "worker_pool/0")]
     assert subject == "parsl.block.job_id" and len(detail["values"]) == 2 and '"4242"' in detail["values"]
     assert len(found) == 3 and summary.disagreements["too_many_children"][0] == 1
+
+
+@pytest.mark.parametrize("name", ["htex-2026", "htex-json-2026", "htex-2023", "wq-2026"])
+def test_complete_runs_from_logs_alone_have_nothing_incomplete(name, tmp_path):
+    """A run that ended normally is complete from parsl.log alone (recent releases log no 'cleanup
+    complete' line: the last logged cleanup step stands for it)."""
+    need_corpus()
+    logs = copy_run(CORPUS / name / "runinfo", tmp_path, without_db=True)
+    summary = replay(logs, tmp_path / "complete.duckdb")
+    assert "incomplete" not in summary.disagreements
