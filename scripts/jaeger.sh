@@ -32,7 +32,6 @@ JAEGER_MODULE="github.com/jaegertracing/jaeger"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib-gobuild.sh
 source "${SCRIPT_DIR}/lib-gobuild.sh"
-SRC_DIR=""
 CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
 INSTALL_DIR="${CACHE_ROOT}/jaeger-${JAEGER_V2_VERSION}"
 BIN="${INSTALL_DIR}/jaeger"
@@ -50,7 +49,6 @@ do_build() {
     cached_or_locked "${BIN}" "${INSTALL_DIR}" \
         "install Go >= 1.24.6 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})" && return 0
 
-    local start=${SECONDS}
     log "building Jaeger ${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}); first build takes a few minutes..."
 
     # Use our own Go toolchain; never auto-download another one (go.mod asks for go1.25.x).
@@ -62,33 +60,15 @@ do_build() {
         | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
     [[ -n "${moddir}" && -f "${moddir}/go.mod" ]] || die 1 "go mod download ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION} failed"
 
-    # The module cache is read-only; build in a scratch copy (removed afterwards).
-    SRC_DIR="$(mktemp -d "${INSTALL_DIR}/src.XXXXXX")"
-    trap 'rm -rf "${SRC_DIR}" "${INSTALL_DIR}/jaeger.tmp"' EXIT
-    cp -R "${moddir}/." "${SRC_DIR}/"
-    chmod -R u+w "${SRC_DIR}"
-
     local vpkg="${JAEGER_MODULE}/internal/version"
-    (
-        cd "${SRC_DIR}"
-        go build -trimpath \
-            -ldflags "-s -w -X ${vpkg}.latestVersion=${JAEGER_V2_VERSION} -X ${vpkg}.date=${JAEGER_RELEASE_DATE}" \
-            -o "${INSTALL_DIR}/jaeger.tmp" ./cmd/jaeger
-    ) || die 1 "go build failed"
-    mv -f "${INSTALL_DIR}/jaeger.tmp" "${BIN}"
-    log "built ${BIN} in $((SECONDS - start))s"
-    echo "${BIN}"
+    build_module "${moddir}" ./cmd/jaeger \
+        "-s -w -X ${vpkg}.latestVersion=${JAEGER_V2_VERSION} -X ${vpkg}.date=${JAEGER_RELEASE_DATE}" "${BIN}"
 }
 
 do_run() {
-    local config="${DEFAULT_CONFIG}"
-    if [[ "${1:-}" == "--config" ]]; then
-        [[ $# -ge 2 ]] || usage
-        config="$2"
-        shift 2
-    fi
-    [[ -f "${config}" ]] || die 1 "config not found: ${config}"
-    local bin
+    local config bin
+    config="$(config_path "${DEFAULT_CONFIG}" "$@")"
+    [[ "${1:-}" == "--config" ]] && shift 2
     bin="$(do_build)"
     exec "${bin}" --config "${config}" "$@"
 }

@@ -22,3 +22,30 @@ cached_or_locked() {
     fi
     return 1
 }
+
+# build_module MODDIR PACKAGE LDFLAGS BIN: build PACKAGE (e.g. ./cmd/jaeger) of a downloaded module into BIN.
+# The module cache is read-only, so the build runs in a scratch copy beside BIN, removed afterwards.
+build_module() {
+    local moddir="$1" package="$2" ldflags="$3" bin="$4" start=${SECONDS} src
+    src="$(mktemp -d "$(dirname "${bin}")/src.XXXXXX")"
+    # shellcheck disable=SC2064  # expand now: the trap must remove this build's own scratch files
+    trap "rm -rf '${src}' '${bin}.tmp'" EXIT
+    cp -R "${moddir}/." "${src}/"
+    chmod -R u+w "${src}"
+    (cd "${src}" && go build -trimpath -ldflags "${ldflags}" -o "${bin}.tmp" "${package}") || die 1 "go build failed"
+    mv -f "${bin}.tmp" "${bin}"
+    log "built ${bin} in $((SECONDS - start))s"
+    echo "${bin}"
+}
+
+# config_path DEFAULT [--config FILE]: the config file a `run` uses (prints it); checks that it exists.
+config_path() {
+    local config="$1"
+    shift
+    if [[ "${1:-}" == "--config" ]]; then
+        [[ $# -ge 2 ]] || usage
+        config="$2"
+    fi
+    [[ -f "${config}" ]] || die 1 "config not found: ${config}"
+    echo "${config}"
+}

@@ -41,7 +41,6 @@ TEMPO_VERSION_LABEL="2.8.0-rc.0+87c2dc380cec"   # what `tempo -version` reports
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib-gobuild.sh
 source "${SCRIPT_DIR}/lib-gobuild.sh"
-SRC_DIR=""
 CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
 INSTALL_DIR="${CACHE_ROOT}/tempo-${TEMPO_MODULE_VERSION}"
 BIN="${INSTALL_DIR}/tempo"
@@ -63,7 +62,6 @@ do_build() {
     cached_or_locked "${BIN}" "${INSTALL_DIR}" \
         "install Go >= 1.24.3 (or use Docker image grafana/tempo:2.8.2)" && return 0
 
-    local start=${SECONDS}
     log "building Tempo ${TEMPO_VERSION_LABEL} (module ${TEMPO_MODULE}@${TEMPO_MODULE_VERSION}); first build takes several minutes..."
 
     export GOTOOLCHAIN=local GO111MODULE=on CGO_ENABLED=0
@@ -82,32 +80,15 @@ do_build() {
     [[ "${gomodsum}" == "${TEMPO_GOMOD_SUM}" ]] || die 1 "go.mod hash ${gomodsum} != pinned ${TEMPO_GOMOD_SUM}"
     [[ -n "${moddir}" && -f "${moddir}/go.mod" ]] || die 1 "no module directory for ${TEMPO_MODULE}@${TEMPO_MODULE_VERSION}"
 
-    # The module cache is read-only; build in a scratch copy (removed afterwards).
-    SRC_DIR="$(mktemp -d "${INSTALL_DIR}/src.XXXXXX")"
-    trap 'rm -rf "${SRC_DIR}" "${INSTALL_DIR}/tempo.tmp"' EXIT
-    cp -R "${moddir}/." "${SRC_DIR}/"
-    chmod -R u+w "${SRC_DIR}"
-
-    (
-        cd "${SRC_DIR}"
-        go build -trimpath \
-            -ldflags "-s -w -X main.Version=${TEMPO_VERSION_LABEL} -X main.Revision=${TEMPO_MODULE_VERSION##*-} -X main.Branch=main" \
-            -o "${INSTALL_DIR}/tempo.tmp" ./cmd/tempo
-    ) || die 1 "go build failed"
-    mv -f "${INSTALL_DIR}/tempo.tmp" "${BIN}"
-    log "built ${BIN} in $((SECONDS - start))s"
-    echo "${BIN}"
+    build_module "${moddir}" ./cmd/tempo \
+        "-s -w -X main.Version=${TEMPO_VERSION_LABEL} -X main.Revision=${TEMPO_MODULE_VERSION##*-} -X main.Branch=main" \
+        "${BIN}"
 }
 
 do_run() {
-    local config="${DEFAULT_CONFIG}"
-    if [[ "${1:-}" == "--config" ]]; then
-        [[ $# -ge 2 ]] || usage
-        config="$2"
-        shift 2
-    fi
-    [[ -f "${config}" ]] || die 1 "config not found: ${config}"
-    local bin
+    local config bin
+    config="$(config_path "${DEFAULT_CONFIG}" "$@")"
+    [[ "${1:-}" == "--config" ]] && shift 2
     bin="$(do_build)"
     mkdir -p "${TEMPO_DATA_DIR:-/tmp/dnpc2otel-tempo}"
     exec "${bin}" -config.file="${config}" -config.expand-env=true "$@"
