@@ -26,72 +26,11 @@ from dnpc2otel.replay import replay
 NS = 1_000_000_000
 HTEX_CORPUS = [p for p in corpus_runs() if p.parent.name.startswith("htex")]
 
-# The replay summary's HTEX view: for every try launched on an HTEX (or MPI) executor, whether it has its
-# executor_task and worker_execution spans, whether it ran (a worker execution, or monitoring.db saw it
-# running), and whether it is fully chained: try › executor_task › worker_execution, the execution
-# also_child_of a worker › manager › block › executor › workflow, and the executor task linked
-# (ran_on_manager) to that same manager. Per run: how many such tries ran, and how many are fully chained.
-HTEX_CHAIN_SQL = """
-CREATE OR REPLACE TEMP VIEW htex_try_chain AS
-WITH s AS (
-    SELECT trace_id, span_id, parent_span_id, context_type AS type,
-           json_extract_string(attributes, '$."dnpc.context_id"') AS context_id,
-           json_extract_string(attributes, '$."parsl.executor.label"') AS label,
-           json_extract_string(attributes, '$."parsl.executor.task_id"') AS executor_task_id,
-           json_extract_string(attributes, '$."parsl.executor.type"') AS executor_type
-    FROM spans
-), htex AS (  -- HTEX executors: by type (2026 logs name it), or by the managers and workers seen under them
-    SELECT DISTINCT trace_id, label FROM s
-    WHERE (type = 'executor' AND regexp_matches(executor_type, '(HighThroughput|MPI)Executor$'))
-       OR type IN ('manager', 'worker', 'worker_execution')
-), also_child_of AS (
-    SELECT trace_id, span_id, linked_span_id FROM span_links
-    WHERE json_extract_string(attributes, '$."dnpc.relation"') = 'also_child_of'
-), ran_on_manager AS (
-    SELECT DISTINCT trace_id, span_id, linked_span_id FROM span_links
-    WHERE json_extract_string(attributes, '$."dnpc.relation"') = 'ran_on_manager'
-), running AS (  -- monitoring.db saw the try running on a worker: evidence independent of the HTEX logs
-    SELECT DISTINCT trace_id, span_id FROM span_events WHERE name = 'running'
-)
-SELECT t.trace_id, t.context_id AS try, t.label, t.executor_task_id,
-       bool_or(et.span_id IS NOT NULL) AS has_executor_task,
-       bool_or(we.span_id IS NOT NULL) AS has_worker_execution,
-       bool_or(we.span_id IS NOT NULL OR r.span_id IS NOT NULL) AS ran,
-       coalesce(bool_or(w.type = 'worker' AND m.type = 'manager' AND b.type = 'block' AND e.type = 'executor'
-                        AND wf.type = 'workflow' AND wf.parent_span_id IS NULL
-                        AND ro.linked_span_id IS NOT NULL), false) AS fully_chained
-FROM s t
-JOIN htex h ON h.trace_id = t.trace_id AND h.label = t.label
-LEFT JOIN s et ON et.trace_id = t.trace_id AND et.parent_span_id = t.span_id AND et.type = 'executor_task'
-LEFT JOIN s we ON we.trace_id = et.trace_id AND we.parent_span_id = et.span_id AND we.type = 'worker_execution'
-LEFT JOIN also_child_of l ON l.trace_id = we.trace_id AND l.span_id = we.span_id
-LEFT JOIN s w ON w.trace_id = l.trace_id AND w.span_id = l.linked_span_id
-LEFT JOIN s m ON m.trace_id = w.trace_id AND m.span_id = w.parent_span_id
-LEFT JOIN s b ON b.trace_id = m.trace_id AND b.span_id = m.parent_span_id
-LEFT JOIN s e ON e.trace_id = b.trace_id AND e.span_id = b.parent_span_id
-LEFT JOIN s wf ON wf.trace_id = e.trace_id AND wf.span_id = e.parent_span_id
-LEFT JOIN ran_on_manager ro ON ro.trace_id = et.trace_id AND ro.span_id = et.span_id
-                           AND ro.linked_span_id = m.span_id
-LEFT JOIN running r ON r.trace_id = t.trace_id AND r.span_id = t.span_id
-WHERE t.type = 'try' AND t.executor_task_id IS NOT NULL
-GROUP BY ALL;
-
-CREATE OR REPLACE TEMP VIEW htex_chain_summary AS
-SELECT trace_id,
-       count(*) AS tries_launched,
-       count(*) FILTER (WHERE ran) AS tries_ran,
-       count(*) FILTER (WHERE ran AND fully_chained) AS tries_fully_chained,
-       round(100.0 * count(*) FILTER (WHERE ran AND fully_chained) / nullif(count(*) FILTER (WHERE ran), 0), 1)
-         AS pct_fully_chained
-FROM htex_try_chain GROUP BY trace_id;
-"""
-
-
 def chain(duck: Path) -> tuple[dict, list[dict]]:
-    """The run's chain summary (one run per database here) and the rows of tries not fully chained."""
+    """The run's chain summary (one run per database here) and the rows of tries not fully chained, from
+    the views htex_try_chain / htex_chain_summary that the HTEX definitions add to every replayed database."""
     con = duckdb.connect(str(duck), read_only=True)
     try:
-        con.execute(HTEX_CHAIN_SQL)
         cols = ["tries_launched", "tries_ran", "tries_fully_chained", "pct_fully_chained"]
         rows = con.execute(f"SELECT {', '.join(cols)} FROM htex_chain_summary").fetchall()
         assert len(rows) == 1, rows
@@ -303,10 +242,7 @@ def test_corpus_manager_attributes(htex_corpus_run, tmp_path):
 def test_run_killed_before_cleanup(tmp_path):
     """Every log cut at one instant mid-run (the DFK host died): what was logged is still chained."""
     need_corpus()
-    src = next((p for p in HTEX_CORPUS if p.parent.name == "htex-2026"), None)
-    if src is None:
-        pytest.skip("no htex-2026 corpus run")
-    run_dir = copy_run(src, tmp_path, without_db=True)
+    run_dir = copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path, without_db=True)
     received = sorted(Decimal(t) for log in (run_dir / "000" / "worker_pool").rglob("worker_*.log")
                       for t in re.findall(r"^(\d+\.\d+) .*Received executor task", log.read_text(), re.MULTILINE))
     cut = received[15]  # half the pool's tasks reached a worker
@@ -332,10 +268,7 @@ def test_run_killed_before_cleanup(tmp_path):
 def test_worker_exception_marks_its_execution(tmp_path):
     """'Caught an exception' names no task: it belongs to the task the worker received last."""
     need_corpus()
-    src = next((p for p in HTEX_CORPUS if p.parent.name == "htex-2026"), None)
-    if src is None:
-        pytest.skip("no htex-2026 corpus run")
-    run_dir = copy_run(src, tmp_path, without_db=True)
+    run_dir = copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path, without_db=True)
     log = next((run_dir / "000" / "worker_pool").rglob("worker_0.log"))
     lines = log.read_text().splitlines(keepends=True)
     at = next(i for i, line in enumerate(lines) if line.rstrip().endswith("Received executor task 8"))
