@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from . import __version__
+from .disagreements import DEFAULT_THRESHOLD_MS
 from .errors import UserError, first_line
 from .otlp import PROTOCOLS, OtlpConfig, export
 
@@ -76,7 +77,7 @@ def cli() -> None:
 @click.option("--converters", "converter_dirs", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Directory of extra converter definitions (repeatable).")
 @click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
-@click.option("--disagreement-ms", type=float, default=1.0, show_default=True,
+@click.option("--disagreement-ms", type=float, default=DEFAULT_THRESHOLD_MS, show_default=True,
               help="Report the same event recorded by two sources further apart than this.")
 @click.option("--correct-skew", is_flag=True,
               help="Shift each host's times by its clock skew measured from causal event pairs (table clocks).")

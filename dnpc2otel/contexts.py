@@ -32,7 +32,7 @@ import duckdb
 
 from . import clock, disagreements, skew
 from .definitions import Causality, ContextType
-from .templates import json_member_path, quote_literal
+from .templates import json_member_path, quote_literal, rows_table
 
 MAX_DEPTH = 10
 
@@ -143,18 +143,10 @@ def _runs(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str)
 
 
 def _context_types(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
-    rows = [(t.name, p, i) for t in types.values() for i, p in enumerate(t.parents)]
-    con.execute("CREATE OR REPLACE TEMP TABLE ctype_parent (type VARCHAR, parent_type VARCHAR, rank INTEGER)")
-    if rows:
-        con.executemany("INSERT INTO ctype_parent VALUES (?, ?, ?)", rows)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE ctype (type VARCHAR, service VARCHAR, default_name VARCHAR, covers BOOLEAN)"
-    )
-    if types:
-        con.executemany(
-            "INSERT INTO ctype VALUES (?, ?, ?, ?)",
-            [(t.name, t.service, t.default_name, t.covers_children) for t in types.values()],
-        )
+    rows_table(con, "ctype_parent", "type VARCHAR, parent_type VARCHAR, rank INTEGER",
+               [(t.name, p, i) for t in types.values() for i, p in enumerate(t.parents)])
+    rows_table(con, "ctype", "type VARCHAR, service VARCHAR, default_name VARCHAR, covers BOOLEAN",
+               [(t.name, t.service, t.default_name, t.covers_children) for t in types.values()])
 
 
 def _contexts(con: duckdb.DuckDBPyConnection) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import duckdb
 
 from .definitions import ContextType
-from .templates import quote_literal
+from .templates import quote_literal, rows_table
 
 DEFAULT_THRESHOLD_MS = 1.0
 
@@ -43,12 +43,6 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
     _parent_conflicts(con)
     _incomplete(con, types)
     _bindings(con, types)
-
-
-def _rows_table(con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: list[tuple]) -> None:
-    """A small temp table of declarations (from the context types), for the checks to join."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
-    con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' for _ in columns.split(','))})", rows)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
@@ -87,7 +81,7 @@ def _impossible_order(con: duckdb.DuckDBPyConnection, types: dict[str, ContextTy
     rows = [(t.name, rank, ev) for t in types.values() for rank, evs in enumerate(t.order) for ev in evs]
     if not rows:
         return
-    _rows_table(con, "event_rank", "type VARCHAR, rank INTEGER, event VARCHAR", rows)
+    rows_table(con, "event_rank", "type VARCHAR, rank INTEGER, event VARCHAR", rows)
     _insert(
         con,
         """
@@ -136,7 +130,7 @@ def _incomplete(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -
     rows = [(t.name, ev) for t in types.values() for ev in t.terminal]
     if not rows:
         return
-    _rows_table(con, "terminal_event", "type VARCHAR, event VARCHAR", rows)
+    rows_table(con, "terminal_event", "type VARCHAR, event VARCHAR", rows)
     typed = ", ".join(quote_literal(t) for t in {r[0] for r in rows})
     _insert(
         con,
@@ -154,7 +148,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
     """The 1:1 and 1:n relations the context types assume, checked against the data."""
     once = [(t.name, ev) for t in types.values() for ev in t.once]
     if once:
-        _rows_table(con, "once_event", "type VARCHAR, event VARCHAR", once)
+        rows_table(con, "once_event", "type VARCHAR, event VARCHAR", once)
         _insert(
             con,
             """
@@ -167,7 +161,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
         )
     unique = [(t.name, k) for t in types.values() for k in t.unique]
     if unique:
-        _rows_table(con, "unique_attribute", "type VARCHAR, k VARCHAR", unique)
+        rows_table(con, "unique_attribute", "type VARCHAR, k VARCHAR", unique)
         _insert(
             con,
             """
@@ -179,7 +173,7 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
         )
     limits = [(t.name, child, n) for t in types.values() for child, n in t.max_children.items()]
     if limits:
-        _rows_table(con, "child_limit", "type VARCHAR, child VARCHAR, n INTEGER", limits)
+        rows_table(con, "child_limit", "type VARCHAR, child VARCHAR, n INTEGER", limits)
         _insert(
             con,
             """

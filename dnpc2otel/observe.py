@@ -24,7 +24,6 @@ from .templates import json_member_path, json_object_sql, quote_ident, quote_lit
 from .timeparse import is_epoch, to_ns
 
 CHUNK_BYTES = 32 << 20
-BASE_COLUMNS = ("source", "run_key", "line", "time_ns", "local_ns", "clock") + RECORD_FIELDS
 
 
 @dataclass
@@ -392,7 +391,6 @@ def emit_rule(
     rule: Rule,
     tables: dict[str, str],
     created: set[str],
-    target: str = "observations",
 ) -> int:
     """Turn a rule's staged matches into observation rows; returns how many."""
     table = tables[rule.name]
@@ -427,7 +425,7 @@ def emit_rule(
     total = 0
     for i, emit in enumerate(rule.emit):
         sql = _emit_sql(definition, rule, emit, base, i)
-        row = con.execute(f"INSERT INTO {target} {sql}").fetchone()
+        row = con.execute(f"INSERT INTO observations {sql}").fetchone()
         total += int(row[0]) if row else 0
     return total
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import clock, contexts, definitions, rundir, store
+from . import clock, contexts, definitions, disagreements, rundir, store
 from .errors import UserError
 from .observations import OBSERVATIONS_DDL, SOURCES_DDL
 from .observe import FileStats, Observer
@@ -68,7 +68,7 @@ def replay(
     converter_dirs: list[Path] | None = None,
     timezone: str | None = None,
     memory_limit: str | None = None,
-    disagreement_ms: float = 1.0,
+    disagreement_ms: float = disagreements.DEFAULT_THRESHOLD_MS,
     correct_skew: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,

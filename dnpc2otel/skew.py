@@ -22,6 +22,7 @@ from __future__ import annotations
 import duckdb
 
 from .definitions import Causality
+from .templates import rows_table
 
 REFERENCE_CLOCK = "dfk"
 
@@ -37,14 +38,8 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
     )
     if not pairs:
         return
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE causal_rule (before_type VARCHAR, before_event VARCHAR, "
-        "after_type VARCHAR, after_event VARCHAR)"
-    )
-    con.executemany(
-        "INSERT INTO causal_rule VALUES (?, ?, ?, ?)",
-        [(p.before_type, p.before_event, p.after_type, p.after_event) for p in pairs],
-    )
+    rows_table(con, "causal_rule", "before_type VARCHAR, before_event VARCHAR, after_type VARCHAR, after_event VARCHAR",
+               [(p.before_type, p.before_event, p.after_type, p.after_event) for p in pairs])
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE causal_gap AS

@@ -1,4 +1,4 @@
-"""Value templates of converter definitions, compiled to DuckDB SQL expressions.
+"""Value templates of converter definitions, compiled to DuckDB SQL expressions (and small SQL helpers).
 
 A template is text with `{field}` or `{field|int}` / `{field|float}` placeholders; fields are regular
 expression groups, derived fields or carried fields of the matched record. Any NULL field makes the whole
@@ -9,6 +9,8 @@ attribute whose value is NULL is left out.
 from __future__ import annotations
 
 import re
+
+import duckdb
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|(int|float|str))?\}")
 _CASTS = {"int": "BIGINT", "float": "DOUBLE"}
@@ -69,3 +71,10 @@ def _json_key(key: str) -> str:
     import json
 
     return json.dumps(key) + ":"
+
+
+def rows_table(con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: list[tuple]) -> None:
+    """A small temp table of declarations (context types, causal pairs, …) for the SQL to join."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+    if rows:
+        con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' for _ in columns.split(','))})", rows)
