@@ -16,9 +16,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from . import __version__
-from .disagreements import DEFAULT_THRESHOLD_MS
 from .errors import UserError, first_line
-from .otlp import PROTOCOLS, OtlpConfig, export
+from .export.otlp import OtlpConfig, export
+from .export.otlp_config import PROTOCOLS
+from .reconcile.disagreements import DEFAULT_THRESHOLD_MS
 
 err = Console(stderr=True)
 out = Console()
@@ -86,7 +87,7 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
            otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, disagreement_ms, correct_skew,
            quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
-    from .replay import replay as run_replay
+    from .pipeline import replay as run_replay
 
     config = None
     if not no_export and _wants_export(otlp_endpoint):
@@ -144,8 +145,8 @@ def export_cmd(database, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_re
 @click.argument("dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
 def converters(check, dirs) -> None:
     """List converter definitions (built-in and DIRS), or check their samples."""
-    from .checks import check_definition
-    from .definitions import load_all
+    from .sources.definitions import load_all
+    from .sources.samples import check_definition
 
     defs = load_all(list(dirs))
     if not check:

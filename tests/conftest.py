@@ -1,4 +1,5 @@
-"""Shared fixtures: the real corpus beside the repo, and fresh Parsl runs made with pip-installed parsl."""
+"""Shared fixtures: the real corpus runs bundled in tests/data/corpus (made with real Parsl releases, see its
+README), and fresh Parsl runs made with pip-installed parsl."""
 
 from __future__ import annotations
 
@@ -11,23 +12,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("DNPC2OTEL_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = REPO / "tests" / "data" / "corpus"
 WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+TOOLS = Path(__file__).resolve().parent / "tools"
 
 pytest_plugins = ["jaeger_fixture"] if (Path(__file__).parent / "jaeger_fixture.py").exists() else []
 
 
 def corpus_runs() -> list[Path]:
-    if not CORPUS.is_dir():
-        return []
     return sorted(p / "runinfo" for p in CORPUS.iterdir() if (p / "runinfo").is_dir())
-
-
-def need_corpus() -> None:
-    if not CORPUS.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"the shared corpus is missing at {CORPUS}")
-        pytest.skip(f"the shared corpus is not at {CORPUS} (set DNPC2OTEL_CORPUS)")
 
 
 def make_parsl_run(dest: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 240,

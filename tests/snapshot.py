@@ -45,10 +45,7 @@ def corpus_runs() -> list[Path]:
 
 
 def replay_digests(run: Path, workdir: Path, columns: dict[str, list[str]] | None = None) -> dict[str, dict]:
-    import dnpc2otel
-
-    replay = dnpc2otel.replay
-    replay = replay if callable(replay) else replay.replay  # before the API fix, a module shadowed it
+    from dnpc2otel import replay
     out = workdir / f"{run.parent.name}.duckdb"
     replay(run, out)
     return table_digests(out, columns)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, corpus_runs, need_corpus
+from conftest import CORPUS, copy_run, corpus_runs
 from verify import check_replay_against_monitoring
 
-from dnpc2otel import store
+from dnpc2otel import replay
 from dnpc2otel.errors import UserError
-from dnpc2otel.replay import replay
+from dnpc2otel.export import store
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -55,7 +55,6 @@ def test_a_file_instead_of_a_directory(tmp_path):
 
 @pytest.fixture
 def htex_copy(tmp_path):
-    need_corpus()
     return copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path)
 
 
@@ -138,8 +137,8 @@ def test_failure_while_merging_keeps_the_previous_content(htex_copy, tmp_path, m
         before = c.execute("SELECT count(*) FROM spans").fetchone()
     real_fill = store._fill
 
-    def fill_then_fail(con, db, root):
-        real_fill(con, db, root)
+    def fill_then_fail(con, db):
+        real_fill(con, db)
         raise RuntimeError("killed mid-merge")
 
     monkeypatch.setattr(store, "_fill", fill_then_fail)
@@ -151,7 +150,6 @@ def test_failure_while_merging_keeps_the_previous_content(htex_copy, tmp_path, m
 
 def test_inputs_are_only_read(tmp_path):
     """A read-only run_dir converts, and nothing in it changes; the pickled log config is never opened."""
-    need_corpus()
     src = CORPUS / "htex-json-2026" / "runinfo"
     run_dir = copy_run(src, tmp_path)
     before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")}

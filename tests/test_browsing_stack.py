@@ -27,7 +27,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 GRAFANA_DIR = ROOT / "grafana"
 LOCAL_TEMPO_CONFIG = ROOT / "scripts" / "tempo-config.yaml"
 
-from dnpc2otel.otlp import DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT  # noqa: E402
+from dnpc2otel.export.otlp_config import DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT  # noqa: E402
 
 LOOPBACK_OR_ANY = {"127.0.0.1", "localhost", "0.0.0.0", "::", "::1", ""}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, need_corpus
+from conftest import CORPUS, copy_run
 
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
 
 SHIFT_S = 0.25
 HTEX_RUNS = ["htex-2026", "htex-json-2026", "htex-2023"]
@@ -52,7 +52,6 @@ def clocks(db: Path) -> list[tuple]:
 
 @pytest.mark.parametrize("name", HTEX_RUNS)
 def test_shifted_worker_host_is_detected_and_corrected(name, tmp_path):
-    need_corpus()
     original = tmp_path / "original.duckdb"
     replay(CORPUS / name / "runinfo", original)
     (host,) = clocks(original)

@@ -9,12 +9,12 @@ import textwrap
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, need_corpus
+from conftest import CORPUS, copy_run
 
-from dnpc2otel.checks import check_definition
-from dnpc2otel.definitions import builtin_dir, load, load_all
+from dnpc2otel import replay
 from dnpc2otel.errors import DefinitionError
-from dnpc2otel.replay import replay
+from dnpc2otel.sources.definitions import builtin_dir, load, load_all
+from dnpc2otel.sources.samples import check_definition
 
 BUILTIN = sorted(builtin_dir().glob("*.toml"))
 
@@ -99,7 +99,6 @@ ROUTER = textwrap.dedent(r"""
 
 @pytest.mark.parametrize("name", ["htex-2023", "htex-2026"])
 def test_user_definition_adds_a_source(tmp_path, name):
-    need_corpus()
     defs = tmp_path / "defs"
     defs.mkdir()
     (defs / "monitoring_router.toml").write_text(ROUTER)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, corpus_runs, need_corpus
+from conftest import CORPUS, copy_run, corpus_runs
 
-from dnpc2otel.checks import check_definition
-from dnpc2otel.definitions import load_all
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
+from dnpc2otel.sources.definitions import load_all
+from dnpc2otel.sources.samples import check_definition
 
 NS = 1_000_000_000
 HTEX_CORPUS = [p for p in corpus_runs() if p.parent.name.startswith("htex")]
@@ -193,7 +193,6 @@ def assert_blocks_carry_job_ids(duck: Path, run_dir: Path) -> None:
 # ---------------------------------------------------------------------- the corpus
 @pytest.fixture(params=HTEX_CORPUS, ids=[p.parent.name for p in HTEX_CORPUS])
 def htex_corpus_run(request):
-    need_corpus()
     return request.param
 
 
@@ -241,7 +240,6 @@ def test_corpus_manager_attributes(htex_corpus_run, tmp_path):
 
 def test_run_killed_before_cleanup(tmp_path):
     """Every log cut at one instant mid-run (the DFK host died): what was logged is still chained."""
-    need_corpus()
     run_dir = copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path, without_db=True)
     received = sorted(Decimal(t) for log in (run_dir / "000" / "worker_pool").rglob("worker_*.log")
                       for t in re.findall(r"^(\d+\.\d+) .*Received executor task", log.read_text(), re.MULTILINE))
@@ -267,7 +265,6 @@ def test_run_killed_before_cleanup(tmp_path):
 
 def test_worker_exception_marks_its_execution(tmp_path):
     """'Caught an exception' names no task: it belongs to the task the worker received last."""
-    need_corpus()
     run_dir = copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path, without_db=True)
     log = next((run_dir / "000" / "worker_pool").rglob("worker_0.log"))
     lines = log.read_text().splitlines(keepends=True)
@@ -367,7 +364,6 @@ def test_htex_definitions_pass_their_samples():
 @pytest.mark.parametrize("name", ["htex-2026", "htex-json-2026", "htex-2023"])
 def test_replay_summary_reports_every_htex_try_chained(name, tmp_path):
     """The summary line and the htex_chain_summary view the HTEX definitions add to the output."""
-    need_corpus()
     out = tmp_path / "chain.duckdb"
     summary = replay(CORPUS / name / "runinfo", out)
     assert summary.lines["HTEX tries that ran, fully chained"] == "31/31 (100.0%)"
@@ -377,7 +373,6 @@ def test_replay_summary_reports_every_htex_try_chained(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["htex-2026", "htex-json-2026", "htex-2023"])
 def test_block_carries_its_job_script_and_exit_code_and_managers_their_node_rows(name, tmp_path):
-    need_corpus()
     run = CORPUS / name / "runinfo"
     (script,) = sorted((run / "000" / "submit_scripts").glob("parsl.*.block-*.sh"))
     exit_code = (script.parent / (script.name + ".ec")).read_text().strip()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import corpus_runs, need_corpus
+from conftest import corpus_runs
 
-from dnpc2otel.otlp import OtlpConfig, export
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
+from dnpc2otel.export.otlp import OtlpConfig, export
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,6 @@ def assert_trace_in_jaeger(jaeger, db: Path, trace_id: str) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_corpus_runs_through_jaeger(jaeger, tmp_path, protocol):
-    need_corpus()
     jaeger.restart()  # empty memory storage: the other protocol's test sent the same traces
     endpoint = jaeger.otlp_grpc_endpoint if protocol == "grpc" else jaeger.otlp_http_endpoint
     for run in corpus_runs():
@@ -126,7 +125,6 @@ def test_fresh_parsl_run_through_jaeger(jaeger, fresh_htex, tmp_path):
 
 def many_runs(tmp_path: Path, copies: int) -> Path:
     """A run_dir of `copies` runs made from one real run, each with its own run id (logs only)."""
-    need_corpus()
     src = next(p for p in corpus_runs() if (p / "000" / "parsl.log").exists()) / "000"
     text = (src / "parsl.log").read_text()
     old = re.search(r"Run id is: ([0-9a-f-]+)", text).group(1)
@@ -176,7 +174,6 @@ def test_jaeger_restarted_during_export(jaeger, tmp_path):
 
 def test_jaeger_down_then_resume_with_export(jaeger, tmp_path):
     """Receiver down for good: one clear error naming the resume command; the DuckDB file is complete."""
-    need_corpus()
     run = corpus_runs()[0]
     db = tmp_path / "down.duckdb"
     jaeger.stop()

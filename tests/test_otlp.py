@@ -7,16 +7,15 @@ import socket
 
 import duckdb
 import pytest
-from conftest import corpus_runs, need_corpus
+from conftest import corpus_runs
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
-from dnpc2otel.otlp import ExportError, OtlpConfig, export
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
+from dnpc2otel.export.otlp import ExportError, OtlpConfig, export
 
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
-    need_corpus()
     out = tmp_path_factory.mktemp("otlp") / "run.duckdb"
     replay(corpus_runs()[0], out)
     return out

@@ -10,14 +10,13 @@ import textwrap
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, need_corpus
+from conftest import CORPUS, copy_run
 
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
 
 
 @pytest.fixture
 def htex_copy(tmp_path):
-    need_corpus()
     return copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path)
 
 
@@ -185,7 +184,6 @@ def test_assumed_one_to_one_bindings_are_checked(htex_copy, tmp_path):
 def test_complete_runs_from_logs_alone_have_nothing_incomplete(name, tmp_path):
     """A run that ended normally is complete from parsl.log alone (recent releases log no 'cleanup
     complete' line: the last logged cleanup step stands for it)."""
-    need_corpus()
     logs = copy_run(CORPUS / name / "runinfo", tmp_path, without_db=True)
     summary = replay(logs, tmp_path / "complete.duckdb")
     assert "incomplete" not in summary.disagreements

@@ -6,10 +6,10 @@ import shutil
 
 import duckdb
 import pytest
-from conftest import copy_run, corpus_runs, need_corpus
+from conftest import copy_run, corpus_runs
 from verify import check_replay_against_monitoring
 
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
 
 CORPUS = corpus_runs()
 IDS = [p.parent.name for p in CORPUS]
@@ -17,7 +17,6 @@ IDS = [p.parent.name for p in CORPUS]
 
 @pytest.fixture(params=CORPUS, ids=IDS)
 def corpus_run(request):
-    need_corpus()
     return request.param
 
 
@@ -52,7 +51,6 @@ def test_one_run_directory_of_a_run_dir(corpus_run, tmp_path):
 
 def test_shared_monitoring_db_of_several_runs(tmp_path):
     """Two runs in one run_dir, one monitoring.db keyed by run_id: two traces, each with its own tasks."""
-    need_corpus()
     src = CORPUS[0]
     run_dir = tmp_path / "runinfo"
     shutil.copytree(src, run_dir)
@@ -95,7 +93,6 @@ def _dump(path):
 
 
 def test_replay_twice_gives_identical_content_and_ids(tmp_path):
-    need_corpus()
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     replay(CORPUS[0], a)
     replay(CORPUS[0], b)
@@ -105,7 +102,6 @@ def test_replay_twice_gives_identical_content_and_ids(tmp_path):
 
 
 def test_replay_into_existing_database_does_not_duplicate(tmp_path):
-    need_corpus()
     out = tmp_path / "same.duckdb"
     replay(CORPUS[0], out)
     first = _dump(out)

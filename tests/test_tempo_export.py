@@ -19,10 +19,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import corpus_runs, need_corpus
+from conftest import corpus_runs
 
-from dnpc2otel.otlp import OtlpConfig, export
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
+from dnpc2otel.export.otlp import OtlpConfig, export
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,6 @@ def _search(tempo, query: str, start_s: int, end_s: int) -> set[str]:
 
 
 def test_replayed_run_is_found_by_traceql_in_its_own_time_window(tempo, tmp_path):
-    need_corpus()
     run = corpus_runs()[0]
     db = tmp_path / "tempo.duckdb"
     replay(run, db)

@@ -31,13 +31,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import CORPUS, copy_run, need_corpus
+from conftest import CORPUS, TOOLS, copy_run
 from verify import check_replay_against_monitoring, db_rows
 
-from dnpc2otel.replay import replay
+from dnpc2otel import replay
 
 WQ_CORPUS = CORPUS / "wq-2026" / "runinfo"
-TOOLS = Path(os.environ.get("DNPC2OTEL_CORPUS_TOOLS", CORPUS.parent / "corpus-tools"))
 VINE_DATA = Path(__file__).resolve().parent / "data" / "taskvine"
 VINE_OLD = VINE_DATA / "parsl-2023.07.31" / "runinfo"
 VINE_NEW = VINE_DATA / "parsl-2026.10.26" / "runinfo"
@@ -242,7 +241,6 @@ def check_wq_run(run_dir: Path, duck: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def wq_corpus() -> Path:
-    need_corpus()
     if not WQ_CORPUS.is_dir():
         _cannot(f"the Work Queue corpus run is missing at {WQ_CORPUS}")
     return WQ_CORPUS

@@ -7,8 +7,9 @@ different clocks bounds the offset θ of one clock against the other (observed =
 
     θ_after_clock − θ_before_clock ≤ t_after − t_before
 
-Against the reference clock (the DataFlowKernel's host, `dfk`), pairs in one direction (dispatch →
-receive) give an upper bound of a host's θ, pairs in the other (completed → result back) a lower bound.
+Against the reference clock (the system's `reference_clock`; for Parsl the DataFlowKernel's host, `dfk`),
+pairs in one direction (dispatch → receive) give an upper bound of a host's θ, pairs in the other
+(completed → result back) a lower bound.
 When [lower, upper] holds 0 the clocks agree as far as the data can tell; otherwise the estimate is the
 bound nearest 0: the smallest shift that restores every causal order (its error is at most the shortest
 message delay in that direction). Bounds that cross (lower > upper: no shift satisfies every pair)
@@ -21,13 +22,11 @@ from __future__ import annotations
 
 import duckdb
 
-from .definitions import Causality
-from .templates import rows_table
-
-REFERENCE_CLOCK = "dfk"
+from ..sources.definitions import Causality
+from ..sources.templates import quote_literal, rows_table
 
 
-def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: bool) -> None:
+def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: bool, reference_clock: str) -> None:
     """Create table clocks_out(run, clock, …) from obs_t and parent_cand; shift obs_t if `correct`."""
     con.execute(
         """
@@ -70,19 +69,20 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
         WHERE a.clock <> b.clock
         """
     )
+    ref = quote_literal(reference_clock)
     con.execute(
         f"""
         INSERT INTO clocks_out
         WITH bounds AS (
             SELECT run, after_clock AS clock, NULL::BIGINT AS lower, min(gap) AS upper, count(*) AS n
-            FROM causal_gap WHERE before_clock = '{REFERENCE_CLOCK}' GROUP BY ALL
+            FROM causal_gap WHERE before_clock = {ref} GROUP BY ALL
             UNION ALL
             SELECT run, before_clock, max(-gap), NULL, count(*)
-            FROM causal_gap WHERE after_clock = '{REFERENCE_CLOCK}' GROUP BY ALL
+            FROM causal_gap WHERE after_clock = {ref} GROUP BY ALL
         ), host AS (
             SELECT run, clock, max(lower) AS lower, min(upper) AS upper, sum(n) AS n FROM bounds GROUP BY ALL
         )
-        SELECT run, clock, '{REFERENCE_CLOCK}', n, lower / 1e6, upper / 1e6,
+        SELECT run, clock, {ref}, n, lower / 1e6, upper / 1e6,
                -- the smallest shift that puts every pair back in causal order: queueing makes the delays
                -- of the two directions too unequal for the interval's middle to be a fair estimate
                CASE WHEN coalesce(lower, 0) <= 0 AND coalesce(upper, 0) >= 0 THEN 0

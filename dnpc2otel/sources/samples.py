@@ -12,10 +12,12 @@ from pathlib import Path
 
 import duckdb
 
-from .definitions import RECORD_FIELDS, Definition
-from .errors import first_line
-from .observations import OBSERVATIONS_DDL
-from .observe import emit_rule, match_rule
+from ..errors import first_line
+from ..tables import OBSERVED, create_stage
+from .definitions import Definition
+from .records import SourceFile
+from .rules import emit_rule, match_rule
+from .sqlite import insert_query_rows, load_sqlite_tables
 from .templates import quote_ident
 
 _SAMPLE_KEYS = {"message", "expect", "release", "attributes", "note"}
@@ -35,6 +37,7 @@ def check_definition(definition: Definition) -> list[SampleResult]:
     con = duckdb.connect()
     try:
         _check_sql_compiles(con, definition, results)
+        _check_views_bind(con, definition, results)
         for sample in definition.samples:
             results += _check_sqlite_sample(con, definition, sample)
         for rule in definition.rules:
@@ -56,13 +59,36 @@ def _check_sql_compiles(con: duckdb.DuckDBPyConnection, definition: Definition, 
                 results.append(SampleResult(definition.name, f"format {fmt.name}", "", False, f"record pattern: {e}"))
 
 
+def _check_views_bind(con: duckdb.DuckDBPyConnection, definition: Definition, results: list) -> None:
+    """A definition's views must bind against the output tables (an empty database of the declared schema)."""
+    if not definition.views:
+        return
+    from ..tables import OUTPUT
+
+    con.execute("ATTACH ':memory:' AS view_check")
+    try:
+        for table in OUTPUT:
+            con.execute(table.ddl("view_check.main"))
+        con.execute("USE view_check")
+        for name, sql in definition.views:
+            try:
+                con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
+                con.execute(f"SELECT * FROM {quote_ident(name)} LIMIT 0")
+                results.append(SampleResult(definition.name, f"view {name}", "", True))
+            except duckdb.Error as e:
+                detail = f"does not bind: {first_line(e)}"
+                results.append(SampleResult(definition.name, f"view {name}", "", False, detail))
+    finally:
+        con.execute("USE memory")
+        con.execute("DETACH view_check")
+
+
 def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, sample: dict) -> SampleResult:
     message = sample.get("message", "")
     # record fields, and path groups of the file the sample came from (executor label, block, …)
-    fields = {k: sample.get(k) for k in RECORD_FIELDS if k != "message"}
+    fields = {k: sample.get(k) for k in definition.record_fields if k != "message"}
     fields.update({k: str(v) for k, v in sample.items() if k not in fields and k not in _SAMPLE_KEYS})
-    con.execute("DROP TABLE IF EXISTS observations")
-    con.execute(OBSERVATIONS_DDL)
+    create_stage(con, OBSERVED)
     cols = ", ".join(
         ["'sample' AS source", "'dir:000' AS run_key", "1::BIGINT AS line", "1000000000::BIGINT AS time_ns",
          "NULL::BIGINT AS local_ns", "'dfk' AS clock", "?::VARCHAR AS message"]
@@ -85,7 +111,7 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
     want = sample.get("attributes", {})
     if want:
         got: dict = {}
-        for (a,) in con.execute("SELECT attributes FROM observations ORDER BY rowid").fetchall():
+        for (a,) in con.execute(f"SELECT attributes FROM {OBSERVED}.observations ORDER BY rowid").fetchall():
             got.update(json.loads(a))
         for k, v in want.items():
             if got.get(k) != v:
@@ -98,8 +124,6 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
 def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition, sample: dict) -> list[SampleResult]:
     """Build the sample database in memory, load it as replay does, and count each query's observations."""
     import sqlite3
-
-    from .observe import SourceFile, insert_query_rows, load_sqlite_tables
 
     release = sample.get("release", "?")
     db = sqlite3.connect(":memory:")
@@ -117,10 +141,9 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
     expect = sample.get("expect", {})
     for q in definition.queries:
         label = f"{q.name} ({release})"
-        con.execute("DROP TABLE IF EXISTS observations")
-        con.execute(OBSERVATIONS_DDL)
+        create_stage(con, OBSERVED)
         try:
-            n = insert_query_rows(con, definition, source, q)
+            n = insert_query_rows(con, definition, source, q, "reference")
         except duckdb.Error as e:
             out.append(SampleResult(definition.name, label, "", False, f"query fails: {first_line(e)}"))
             continue

@@ -12,8 +12,8 @@ import re
 
 import duckdb
 
-from .errors import UserError
-from .templates import quote_literal
+from ..errors import UserError
+from ..sources.templates import quote_literal
 
 _FIXED = re.compile(r"^(?:UTC)?([+-])(\d{1,2})(?::?(\d\d))?$")
 QUARTER_HOUR_NS = 900 * 10**9
@@ -39,8 +39,10 @@ def check_timezone(con: duckdb.DuckDBPyConnection, tz: str) -> None:
         raise UserError(f"--timezone {tz!r}: not a time zone name (e.g. America/Chicago) or offset (+02:00)") from None
 
 
-def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
-    """Create table run_clock(run, offset_ns, offset_source, tz) for every run of `run_seed`, from `obs`."""
+def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None, reference_clock: str) -> None:
+    """Create table run_clock(run, offset_ns, offset_source, tz) for every run of `run_seed`, from `obs`.
+
+    The run's offset is voted by the records of the reference clock that carry both times."""
     if timezone is not None and fixed_offset_seconds(timezone) is not None:
         off = fixed_offset_seconds(timezone) or 0
         con.execute(
@@ -62,7 +64,7 @@ def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
         WITH pairs AS (
             SELECT run, round((local_ns - (time_ns // 1000000000) * 1000000000) / {QUARTER_HOUR_NS})::BIGINT
                         * {QUARTER_HOUR_NS} AS off
-            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock = 'dfk'
+            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock = {quote_literal(reference_clock)}
         ), votes AS (
             SELECT run, off, count(*) AS n FROM pairs GROUP BY ALL
         ), best AS (
@@ -77,7 +79,7 @@ def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None) -> None:
     )
 
 
-def infer_clock_offsets(con: duckdb.DuckDBPyConnection) -> None:
+def infer_clock_offsets(con: duckdb.DuckDBPyConnection, reference_clock: str) -> None:
     """Create table clock_offset(run, clock, offset_ns): the UTC offset of each other host's clock, where
     its own records carry both times (2026 worker logs do); local-only clocks fall back to the run's."""
     con.execute(
@@ -87,7 +89,8 @@ def infer_clock_offsets(con: duckdb.DuckDBPyConnection) -> None:
             SELECT run, clock,
                    round((local_ns - (time_ns // 1000000000) * 1000000000) / {QUARTER_HOUR_NS})::BIGINT
                        * {QUARTER_HOUR_NS} AS off, count(*) AS n
-            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock <> 'dfk' GROUP BY ALL
+            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock <> {quote_literal(reference_clock)}
+            GROUP BY ALL
         )
         SELECT run, clock, arg_max(off, n) AS offset_ns FROM votes GROUP BY ALL
         """

@@ -6,21 +6,19 @@ messages: Jaeger's and the Collector's gRPC default is 4 MiB), and retried with 
 while the receiver is unavailable. Export reads the database only, so it can be re-run at any time:
 `dnpc2otel export DB`.
 
-Endpoint, protocol, headers and timeout follow the OpenTelemetry exporter environment variables
-(OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _PROTOCOL / _HEADERS / _TIMEOUT / _COMPRESSION) unless given.
+Where it sends is `otlp_config.OtlpConfig`. The service namespace of each run comes from the `runs` table
+(the workflow system's declaration), not from this module.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -29,93 +27,13 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from . import __version__
-from .errors import UserError, first_line
+from .. import __version__
+from ..errors import UserError, first_line
+from .otlp_config import ExportError, OtlpConfig
 
-DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
-DEFAULT_OTLP_GRPC_ENDPOINT = "127.0.0.1:4317"
-PROTOCOLS = ("http/protobuf", "grpc")
-# below the 4 MiB gRPC default of Jaeger and the Collector, with room for the request envelope
-DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024 + 512 * 1024
+__all__ = ["ExportError", "ExportResult", "OtlpConfig", "export"]
+
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
-
-
-class ExportError(UserError):
-    """The receiver refused or stayed unreachable; the DuckDB output is unaffected."""
-
-
-@dataclass
-class OtlpConfig:
-    endpoint: str
-    protocol: str = "http/protobuf"
-    headers: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 10.0
-    compression: str | None = None  # None or "gzip"
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    retry_for_s: float = 60.0  # give up after retrying this long in all for one request
-
-    @classmethod
-    def from_env(
-        cls,
-        endpoint: str | None = None,
-        protocol: str | None = None,
-        headers: dict[str, str] | None = None,
-        **kw,
-    ) -> OtlpConfig:
-        env = os.environ
-        protocol = (
-            protocol
-            or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "http/protobuf"
-        )
-        if protocol == "http":
-            protocol = "http/protobuf"
-        if protocol not in PROTOCOLS:
-            raise UserError(f"OTLP protocol {protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}")
-        if endpoint is None:
-            signal = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            if signal:
-                endpoint = signal  # used as is (the spec: no /v1/traces appended)
-            elif base:
-                endpoint = base.rstrip("/") + "/v1/traces" if protocol == "http/protobuf" else base
-        elif protocol == "http/protobuf":
-            endpoint = _http_url(endpoint)
-        if endpoint is None:
-            endpoint = (
-                DEFAULT_OTLP_HTTP_ENDPOINT + "/v1/traces" if protocol == "http/protobuf" else DEFAULT_OTLP_GRPC_ENDPOINT
-            )
-        hdrs = _parse_headers(env.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
-        hdrs.update(_parse_headers(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "")))
-        hdrs.update(headers or {})
-        timeout = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
-        if timeout and "timeout_s" not in kw:
-            kw["timeout_s"] = float(timeout) / 1000.0  # the variables are in milliseconds
-        comp = env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
-        if comp and "compression" not in kw:
-            kw["compression"] = None if comp == "none" else comp
-        return cls(endpoint=endpoint, protocol=protocol, headers=hdrs, **kw)
-
-
-def _http_url(endpoint: str) -> str:
-    """A base URL ('http://host:4318') gets the traces path; a full URL is kept."""
-    if "://" not in endpoint:
-        endpoint = "http://" + endpoint
-    parsed = urllib.parse.urlparse(endpoint)
-    if parsed.path in ("", "/"):
-        return endpoint.rstrip("/") + "/v1/traces"
-    return endpoint
-
-
-def _parse_headers(text: str) -> dict[str, str]:
-    out = {}
-    for part in text.split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[urllib.parse.unquote(k.strip())] = urllib.parse.unquote(v.strip())
-    return out
-
 
 # ---------------------------------------------------------------------- protobuf from rows
 def any_value(v) -> common_pb2.AnyValue:
@@ -171,6 +89,7 @@ def _span(row: dict) -> trace_pb2.Span:
 SPANS_SQL = """
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name, s.start_time_unix_nano,
        s.end_time_unix_nano, s.status_code, s.status_message, s.attributes::VARCHAR AS attributes,
+       (SELECT max(r.service_namespace) FROM runs r WHERE r.trace_id = s.trace_id) AS service_namespace,
        (SELECT list({'t': e.time_unix_nano, 'name': e.name, 'a': e.attributes::VARCHAR}
                     ORDER BY e.time_unix_nano, e.name, e.attributes::VARCHAR)
         FROM span_events e WHERE e.trace_id = s.trace_id AND e.span_id = s.span_id) AS events,
@@ -192,7 +111,7 @@ def _requests(
         params = list(trace_ids)
     cur = con.execute(SPANS_SQL.replace("WHERE_CLAUSE", where), params)
     names = [d[0] for d in cur.description]
-    by_service: dict[str, list[trace_pb2.Span]] = {}
+    by_service: dict[tuple[str, str | None], list[trace_pb2.Span]] = {}
     size = 0
     count = 0
     while True:
@@ -206,22 +125,22 @@ def _requests(
             if count and size + n + 256 * (len(by_service) + 1) > max_bytes:
                 yield _request(by_service), count
                 by_service, size, count = {}, 0, 0
-            by_service.setdefault(row["service_name"] or "dnpc2otel", []).append(span)
+            service = (row["service_name"] or "dnpc2otel", row["service_namespace"])
+            by_service.setdefault(service, []).append(span)
             size += n
             count += 1
     if count:
         yield _request(by_service), count
 
 
-def _request(by_service: dict[str, list[trace_pb2.Span]]) -> trace_service_pb2.ExportTraceServiceRequest:
+def _request(
+    by_service: dict[tuple[str, str | None], list[trace_pb2.Span]],
+) -> trace_service_pb2.ExportTraceServiceRequest:
     req = trace_service_pb2.ExportTraceServiceRequest()
-    for service, spans in sorted(by_service.items()):
-        rs = req.resource_spans.add(
-            resource=resource_pb2.Resource(
-                attributes=key_values({"service.name": service, "service.namespace": "parsl",
-                                       "telemetry.sdk.name": "dnpc2otel", "telemetry.sdk.version": __version__})
-            )
-        )
+    for (service, namespace), spans in sorted(by_service.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        resource = {"service.name": service, "service.namespace": namespace,
+                    "telemetry.sdk.name": "dnpc2otel", "telemetry.sdk.version": __version__}
+        rs = req.resource_spans.add(resource=resource_pb2.Resource(attributes=key_values(resource)))
         rs.scope_spans.add(
             scope=common_pb2.InstrumentationScope(name="dnpc2otel", version=__version__), spans=spans
         )

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import duckdb
 
-from .definitions import ContextType
-from .templates import quote_literal, rows_table
+from ..sources.definitions import ContextType
+from ..sources.templates import quote_literal, rows_table
 
 DEFAULT_THRESHOLD_MS = 1.0
 

@@ -1,6 +1,6 @@
-"""`replay`: a Parsl run directory → DuckDB (and OTLP). The CLI's `dnpc2otel replay` is this function.
+"""`replay`: a run directory → DuckDB. The CLI's `dnpc2otel replay` is this function.
 
-sources (converters) → observations → contexts and reconciliation → exporters.
+    sources.observe  →  observed.*  →  reconcile.reconcile  →  reconciled.*  →  export.store.write  →  file
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import duckdb
 
-from . import clock, contexts, definitions, disagreements, rundir, store
 from .errors import UserError
-from .observations import OBSERVATIONS_DDL, SOURCES_DDL
-from .observe import FileStats, Observer
+from .export import store
+from .reconcile import DEFAULT_THRESHOLD_MS, clock, reconcile
+from .sources import FileStats, definitions, observe, rundir
+from .tables import OBSERVED, RECONCILED
 
 DEFAULT_DUCKDB = "dnpc2otel.duckdb"
 
@@ -68,16 +69,15 @@ def replay(
     converter_dirs: list[Path] | None = None,
     timezone: str | None = None,
     memory_limit: str | None = None,
-    disagreement_ms: float = disagreements.DEFAULT_THRESHOLD_MS,
+    disagreement_ms: float = DEFAULT_THRESHOLD_MS,
     correct_skew: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
     """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb)."""
-    selection = rundir.select(Path(path))
-    defs = definitions.load_all(converter_dirs)
-    types = definitions.context_types(defs)
-    files = rundir.source_files(selection, defs)
+    catalog = definitions.load_catalog(converter_dirs)
+    selection = rundir.select(Path(path), catalog.system)
+    files = rundir.source_files(selection, list(catalog.definitions))
     if not files:
         raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
     target = Path(duckdb_path or DEFAULT_DUCKDB)
@@ -97,70 +97,48 @@ def replay(
         if on_progress:
             on_progress(done, total)
 
+    root = selection.root.resolve()
     with workspace(memory_limit) as con:
         if timezone:
             clock.check_timezone(con, timezone)
-        con.execute(OBSERVATIONS_DDL)
-        observer = Observer(con, on_bytes=advance, on_warning=warn)
-        for d in defs:
-            observer.observe(d, [f for f in files if f.definition is d])
-        summary.sources = observer.stats
-        _stats_table(con, observer.stats)
-        n = con.execute("SELECT count(*) FROM observations").fetchone()
-        if not n or n[0] == 0:
+        summary.sources = observe(con, catalog, files, root, on_bytes=advance, on_warning=warn)
+        if _count(con, f"{OBSERVED}.observations") == 0:
             why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
             raise UserError(f"{path}: no usable observation in any source ({why})")
-        root = str(selection.root.resolve())
-        causality = [c for d in defs for c in d.causality]
-        contexts.reconcile(con, types, selection.runs, root, timezone, disagreement_ms, causality, correct_skew)
-        if con.execute("SELECT count(*) FROM spans_out").fetchone() == (0,):
+        reconcile(con, catalog, selection.runs, str(root), timezone, disagreement_ms, correct_skew)
+        if _count(con, f"{RECONCILED}.spans") == 0:
             raise UserError(f"{path}: the sources name no run that was selected")
-        store.write(con, target, root, [v for d in defs for v in d.views])
+        store.write(con, target, str(root), catalog.views)
         _summarise(con, summary)
-    summary.lines = store.summarise(
-        target.resolve(), [r["trace_id"] for r in summary.runs], [s for d in defs for s in d.summaries]
-    )
+    summary.lines = store.summarise(target.resolve(), [r["trace_id"] for r in summary.runs], catalog.summaries)
     return summary
 
 
-def _stats_table(con: duckdb.DuckDBPyConnection, stats: list[FileStats]) -> None:
-    con.execute(SOURCES_DDL.replace("sources", "sources_out", 1))
-    if stats:
-        con.executemany(
-            "INSERT INTO sources_out VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (s.source, s.converter, s.format, s.bytes, s.lines, s.records, s.observations,
-                 s.not_understood, s.invalid_bytes, s.warning)
-                for s in stats
-            ],
-        )
-
-
 def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
+    r = RECONCILED
     summary.contexts = dict(
-        con.execute("SELECT context_type, count(*) FROM spans_out GROUP BY 1 ORDER BY 1").fetchall()
+        con.execute(f"SELECT context_type, count(*) FROM {r}.spans GROUP BY 1 ORDER BY 1").fetchall()
     )
     summary.spans = sum(summary.contexts.values())
-    summary.links = _count(con, "span_links_out")
-    row = con.execute("SELECT count(*) FROM obs_t WHERE event IS NOT NULL AND t IS NOT NULL").fetchone()
-    summary.events = int(row[0]) if row else 0
-    summary.observations = _count(con, "obs_t")
-    summary.dangling_links = _count(con, "dangling_links")
+    summary.links = _count(con, f"{r}.span_links")
+    summary.events = _count(con, f"{r}.observations WHERE event IS NOT NULL AND time_unix_nano IS NOT NULL")
+    summary.observations = _count(con, f"{r}.observations")
+    summary.dangling_links = _count(con, f"{r}.dangling_links")
     summary.disagreements = {
         kind: (n, biggest)
         for kind, n, biggest in con.execute(
-            "SELECT kind, count(*), max(size_ms) FROM disagreements_out GROUP BY kind ORDER BY kind"
+            f"SELECT kind, count(*), max(size_ms) FROM {r}.disagreements GROUP BY kind ORDER BY kind"
         ).fetchall()
     }
     ccols = ["clock", "pairs", "lower_ms", "upper_ms", "skew_ms", "corrected"]
     summary.clocks = [
-        dict(zip(ccols, r, strict=True))
-        for r in con.execute(f"SELECT {', '.join(ccols)} FROM clocks_out ORDER BY run, clock").fetchall()
+        dict(zip(ccols, row, strict=True))
+        for row in con.execute(f"SELECT {', '.join(ccols)} FROM {r}.clocks ORDER BY trace_id, clock").fetchall()
     ]
     cols = ["run_id", "run_dir", "trace_id", "utc_offset_seconds", "offset_source", "spans"]
     summary.runs = [
-        dict(zip(cols, r, strict=True))
-        for r in con.execute(f"SELECT {', '.join(cols)} FROM runs_out ORDER BY run_dir, run_id").fetchall()
+        dict(zip(cols, row, strict=True))
+        for row in con.execute(f"SELECT {', '.join(cols)} FROM {r}.runs ORDER BY run_dir, run_id").fetchall()
     ]
 
 

@@ -2,8 +2,10 @@
 
 A definition names its source (files matched by a path regular expression relative to the run_dir), how
 records are read from it (`formats`), and how records become observations (`rules` for logs, `queries`
-for SQLite). It may declare the context types it introduces. This module only loads and checks the
-definitions; `observe` executes them.
+for SQLite). It may declare the context types it introduces, views and summary lines, and — once per
+workflow system — the `[system]` facts the core must not assume (the run's root context type, the reference
+clock, the service namespace, the files that mark a run). This module only loads and checks the
+definitions; `observer` executes them.
 """
 
 from __future__ import annotations
@@ -16,11 +18,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import DefinitionError
+from ..errors import DefinitionError
 from .templates import fields_of
 
 KINDS = ("lines", "jsonl", "sqlite")
-RECORD_FIELDS = ("message", "logger", "level", "func", "lineno", "process", "thread")
+# columns every record row has already: a record field or path group may not take these names
+RESERVED_FIELDS = ("source", "run_key", "line", "time_ns", "local_ns", "clock", "is_record", "text")
+
+
+@dataclass(frozen=True)
+class System:
+    """What a workflow system's runs are; declared by its definitions (Parsl: converters/parsl.toml)."""
+
+    name: str = "generic"
+    label: str = "workflow"  # what users call it, in messages ("not a Parsl run directory")
+    root_context: str = "workflow"  # every run has one context of this type, with id ''
+    run_id_attribute: str = "dnpc.run_id"  # span attribute naming the run id
+    reference_clock: str = "reference"  # the default clock of records; others' skew is measured against it
+    service_namespace: str | None = None  # OTLP service.namespace
+    run_markers: tuple[str, ...] = ()  # files in a run directory that make it one (parsl.log)
+    shared_markers: tuple[str, ...] = ()  # files in a run_dir shared by its runs (monitoring.db)
 
 
 @dataclass(frozen=True)
@@ -49,10 +66,18 @@ class Format:
     time_format: str = "epoch"  # epoch | epoch_us | strptime format (naive local time)
     local_time: str | None = None
     local_time_format: str | None = None
-    clock: str = "dfk"
+    clock: str | None = None  # None: the system's reference clock
     multiline: bool = False
     message_prefix: str | None = None  # lines: literal text just before the message (enables prefiltering)
     tables: tuple[str, ...] = ()  # sqlite: the tables the queries read
+
+    @property
+    def record_fields(self) -> tuple[str, ...]:
+        if self.kind == "lines" and self.record:
+            return tuple(re.compile(self.record).groupindex)
+        if self.kind == "jsonl":
+            return ("message", *self.fields)
+        return ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,39 @@ class Definition:
     causality: tuple[Causality, ...] = ()  # event pairs whose order is physical: used to measure clock skew
     views: tuple[tuple[str, str], ...] = ()  # (name, SQL): views this source adds to the output database
     summaries: tuple[tuple[str, str], ...] = ()  # (label, SQL giving one value): lines of the replay summary
+    system: System | None = None
+
+    @property
+    def path_fields(self) -> tuple[str, ...]:
+        """Named groups of the formats' file patterns (but the run directory): fields of every record."""
+        return tuple(sorted({g for f in self.formats for g in f.files.groupindex} - {"rundir"}))
+
+    @property
+    def record_fields(self) -> tuple[str, ...]:
+        """Fields of the records of any of the formats, `message` first: one column each in a record row."""
+        names = {n for f in self.formats for n in f.record_fields}
+        return ("message", *sorted(names - {"message"}))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The definitions of one replay, and what they declare together."""
+
+    definitions: tuple[Definition, ...]
+    system: System
+    types: dict[str, ContextType]
+
+    @property
+    def causality(self) -> list[Causality]:
+        return [c for d in self.definitions for c in d.causality]
+
+    @property
+    def views(self) -> list[tuple[str, str]]:
+        return [v for d in self.definitions for v in d.views]
+
+    @property
+    def summaries(self) -> list[tuple[str, str]]:
+        return [s for d in self.definitions for s in d.summaries]
 
 
 def builtin_dir() -> Path:
@@ -156,6 +214,16 @@ def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
     return list(by_name.values())
 
 
+def load_catalog(extra_dirs: list[Path] | None = None) -> Catalog:
+    definitions = load_all(extra_dirs)
+    systems = [d for d in definitions if d.system]
+    if len(systems) > 1:
+        names = ", ".join(str(d.path) for d in systems)
+        raise DefinitionError(f"several definitions declare a [system]: {names}; keep one")
+    system = systems[0].system if systems and systems[0].system else System()
+    return Catalog(tuple(definitions), system, context_types(definitions))
+
+
 def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
     types: dict[str, ContextType] = {}
     for d in definitions:
@@ -180,11 +248,18 @@ def load(path: Path) -> Definition:
 def _build(path: Path, raw: dict[str, Any]) -> Definition:
     name = raw["name"]
     formats = tuple(_format(f) for f in raw.get("formats", []))
-    if not formats:
-        raise ValueError("at least one [[formats]] entry is needed")
+    if not formats and (raw.get("rules") or raw.get("queries")):
+        raise ValueError("rules and queries need at least one [[formats]] entry")
     # the named groups of a format's file pattern are fields of all its records (executor label, block …)
     path_fields = {g for f in formats for g in f.files.groupindex}
-    rules = tuple(_rule(r, path_fields) for r in raw.get("rules", []))
+    record_fields = {n for f in formats for n in f.record_fields}
+    both = path_fields & record_fields
+    if both:
+        raise ValueError(f"fields {sorted(both)} are both path groups and record fields; rename one")
+    reserved = (path_fields | record_fields) & set(RESERVED_FIELDS)
+    if reserved:
+        raise ValueError(f"fields {sorted(reserved)} are reserved names of record rows; rename them")
+    rules = tuple(_rule(r, path_fields | record_fields) for r in raw.get("rules", []))
     rule_names = {r.name for r in rules}
     for r in rules:
         unknown = set(r.carry.source_rules) - rule_names if r.carry else set()
@@ -223,6 +298,20 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         causality=tuple(_causality(c) for c in raw.get("causality", [])),
         views=tuple((v["name"], v["sql"]) for v in raw.get("views", [])),
         summaries=tuple((v["label"], v["sql"]) for v in raw.get("summary", [])),
+        system=_system(name, raw["system"]) if "system" in raw else None,
+    )
+
+
+def _system(name: str, s: dict[str, Any]) -> System:
+    return System(
+        name=name,
+        label=s.get("label", name),
+        root_context=s.get("root_context", "workflow"),
+        run_id_attribute=s.get("run_id_attribute", "dnpc.run_id"),
+        reference_clock=s.get("reference_clock", "reference"),
+        service_namespace=s.get("service_namespace"),
+        run_markers=tuple(s.get("run_markers", [])),
+        shared_markers=tuple(s.get("shared_markers", [])),
     )
 
 
@@ -253,14 +342,14 @@ def _format(f: dict[str, Any]) -> Format:
         time_format=f.get("time_format", "epoch"),
         local_time=f.get("local_time"),
         local_time_format=f.get("local_time_format"),
-        clock=f.get("clock", "dfk"),
+        clock=f.get("clock"),
         multiline=bool(f.get("multiline", False)),
         message_prefix=f.get("message_prefix"),
         tables=tuple(f.get("tables", [])),
     )
 
 
-def _rule(r: dict[str, Any], path_fields: set[str]) -> Rule:
+def _rule(r: dict[str, Any], record_fields: set[str]) -> Rule:
     pattern = re.compile(r["match"])
     groups = tuple(sorted(pattern.groupindex, key=pattern.groupindex.__getitem__))
     carry = None
@@ -286,7 +375,7 @@ def _rule(r: dict[str, Any], path_fields: set[str]) -> Rule:
         )
         for e in r["emit"]
     )
-    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ()) | path_fields
+    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ()) | record_fields
     for e in emits:
         if ":" not in e.context:
             raise ValueError(f"rule {r['name']}: context {e.context!r} must be 'type:id-template'")
@@ -295,7 +384,7 @@ def _rule(r: dict[str, Any], path_fields: set[str]) -> Rule:
         templates = [e.context, e.event or "", e.parent or "", e.link or "", e.alias or ""]
         templates += list(e.attributes.values()) + list(e.event_attributes.values())
         used = set().union(*(fields_of(t) for t in templates))
-        unknown = used - known - set(e.each) - set(RECORD_FIELDS)
+        unknown = used - known - set(e.each)
         if unknown:
             raise ValueError(f"rule {r['name']}: unknown fields {sorted(unknown)} in templates")
     return Rule(

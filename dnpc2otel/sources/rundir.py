@@ -1,8 +1,9 @@
 """Find the runs and source files of a Parsl run_dir (runinfo/) or of one run directory in it.
 
 Layout (Parsl 2023 → 2026): runinfo/NNN/ per run (parsl.log, executor folders, …) and one monitoring.db
-in runinfo/ shared by all runs. Converter definitions say which files they read, by a regular
-expression over the path relative to runinfo/; this module only walks the tree and matches.
+in runinfo/ shared by all runs. Which files mark a run, and which a run_dir, is the workflow system's
+declaration (`[system] run_markers`, `shared_markers`); converter definitions say which files they read,
+by a regular expression over the path relative to runinfo/; this module only walks the tree and matches.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .definitions import Definition
-from .errors import UserError
-from .observe import SourceFile
-
-RUN_MARKERS = ("parsl.log", "parsl.jsonlog")
+from ..errors import UserError
+from .definitions import Definition, System
+from .records import SourceFile
 
 
 @dataclass
@@ -32,22 +31,21 @@ class RunDirSelection:
         return "/" not in rel or first in self.runs or not first.isdigit()
 
 
-def select(path: Path) -> RunDirSelection:
+def select(path: Path, system: System) -> RunDirSelection:
     """Interpret a user's path: a run_dir with NNN/ runs, or one run directory."""
+    markers, shared = system.run_markers, system.shared_markers
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if not path.is_dir():
         raise UserError(f"{path}: not a directory; give a Parsl run_dir (runinfo/) or one run (runinfo/000)")
-    if any((path / m).is_file() for m in RUN_MARKERS):
+    if any((path / m).is_file() for m in markers):
         return RunDirSelection(root=path.parent, runs=[path.name])
-    if (path / "monitoring.db").is_file() or any(
-        (child / m).is_file() for child in _subdirs(path) for m in RUN_MARKERS
+    if any((path / m).is_file() for m in shared) or any(
+        (child / m).is_file() for child in _subdirs(path) for m in markers
     ):
         return RunDirSelection(root=path, runs=None)
-    raise UserError(
-        f"{path}: not a Parsl run directory (no parsl.log, parsl.jsonlog or monitoring.db in it or in "
-        "its sub-directories)"
-    )
+    names = ", ".join([*markers, *shared]) or "no marker files declared"
+    raise UserError(f"{path}: not a {system.label} run directory (none of {names} in it or in its sub-directories)")
 
 
 def _subdirs(path: Path) -> list[Path]:

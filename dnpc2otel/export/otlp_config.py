@@ -1,0 +1,96 @@
+"""Where and how OTLP export sends: endpoint, protocol, headers, timeout, compression.
+
+Given values win; otherwise the OpenTelemetry exporter environment variables
+(OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _PROTOCOL / _HEADERS / _TIMEOUT / _COMPRESSION), then the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+
+DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
+DEFAULT_OTLP_GRPC_ENDPOINT = "127.0.0.1:4317"
+PROTOCOLS = ("http/protobuf", "grpc")
+# below the 4 MiB gRPC default of Jaeger and the Collector, with room for the request envelope
+DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024 + 512 * 1024
+
+
+class ExportError(UserError):
+    """The receiver refused or stayed unreachable; the DuckDB output is unaffected."""
+
+
+@dataclass
+class OtlpConfig:
+    endpoint: str
+    protocol: str = "http/protobuf"
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    compression: str | None = None  # None or "gzip"
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    retry_for_s: float = 60.0  # give up after retrying this long in all for one request
+
+    @classmethod
+    def from_env(
+        cls,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kw,
+    ) -> OtlpConfig:
+        env = os.environ
+        protocol = (
+            protocol
+            or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+        if protocol == "http":
+            protocol = "http/protobuf"
+        if protocol not in PROTOCOLS:
+            raise UserError(f"OTLP protocol {protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}")
+        if endpoint is None:
+            signal = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if signal:
+                endpoint = signal  # used as is (the spec: no /v1/traces appended)
+            elif base:
+                endpoint = base.rstrip("/") + "/v1/traces" if protocol == "http/protobuf" else base
+        elif protocol == "http/protobuf":
+            endpoint = _http_url(endpoint)
+        if endpoint is None:
+            endpoint = (
+                DEFAULT_OTLP_HTTP_ENDPOINT + "/v1/traces" if protocol == "http/protobuf" else DEFAULT_OTLP_GRPC_ENDPOINT
+            )
+        hdrs = _parse_headers(env.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+        hdrs.update(_parse_headers(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "")))
+        hdrs.update(headers or {})
+        timeout = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        if timeout and "timeout_s" not in kw:
+            kw["timeout_s"] = float(timeout) / 1000.0  # the variables are in milliseconds
+        comp = env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
+        if comp and "compression" not in kw:
+            kw["compression"] = None if comp == "none" else comp
+        return cls(endpoint=endpoint, protocol=protocol, headers=hdrs, **kw)
+
+
+def _http_url(endpoint: str) -> str:
+    """A base URL ('http://host:4318') gets the traces path; a full URL is kept."""
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    parsed = urllib.parse.urlparse(endpoint)
+    if parsed.path in ("", "/"):
+        return endpoint.rstrip("/") + "/v1/traces"
+    return endpoint
+
+
+def _parse_headers(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[urllib.parse.unquote(k.strip())] = urllib.parse.unquote(v.strip())
+    return out

@@ -1,0 +1,91 @@
+"""Bounds: when each context starts and ends.
+
+Each source bounds a context by the earliest/latest of its events (events a converter marks bounds=false —
+monitoring's status echoes, resource samples — and observations without an event count only when there is
+nothing else). The span takes the bounds of the most trusted source (lowest converter priority) and
+records the others' spread; an incomplete context lasts until its last sign of life, whichever source saw
+it; types that `covers_children` (and the root) widen to their children, those of any parent claim; a
+context with no time of its own takes its children's, else a zero-length span at its parent's start.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ..sources.definitions import System
+from ..sources.templates import quote_literal
+
+MAX_DEPTH = 10
+
+
+def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
+    """Create source_bounds, chosen_bounds and ctx_bounds (needs ctx_parent, parent_cand, disagreements_out)."""
+    # Each source's own bounds of each context: from its bounding events, else any event, else any time.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE source_bounds AS
+        WITH tiers AS (
+            SELECT ck, converter, min(priority) AS priority,
+                   CASE WHEN bounds AND event IS NOT NULL THEN 0 WHEN event IS NOT NULL THEN 1 ELSE 2 END AS tier,
+                   min(t) AS s, max(t) AS e
+            FROM obs_t WHERE t IS NOT NULL GROUP BY ALL
+        )
+        SELECT * FROM tiers QUALIFY tier = min(tier) OVER (PARTITION BY ck)
+        """
+    )
+    # The span follows the most trusted source that times the context (lowest converter priority);
+    # how far the other sources' start and end lie from it is kept on the span.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE chosen_bounds AS
+        SELECT ck,
+               arg_min(s, (priority, converter)) AS s,
+               -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
+               CASE WHEN bool_or(inc.ck IS NOT NULL) THEN max(e) ELSE arg_min(e, (priority, converter)) END AS e,
+               arg_min(converter, (priority, converter)) AS bounds_source,
+               count(*) AS n_sources,
+               (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
+        FROM source_bounds
+        LEFT JOIN (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') inc USING (ck)
+        GROUP BY ck
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ctx_bounds AS
+        SELECT c.ck, c.run, c.type, c.id, p.pk, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
+               coalesce(ct.covers, false) AS covers, b.bounds_source, b.n_sources, b.start_spread_ms,
+               b.end_spread_ms
+        FROM ctx c
+        JOIN ctx_parent p USING (ck)
+        LEFT JOIN chosen_bounds b USING (ck)
+        LEFT JOIN ctype ct ON ct.type = c.type
+        """
+    )
+    # widen parents that cover their children (and parents with no time of their own), level by level
+    for _ in range(MAX_DEPTH):
+        changed = con.execute(
+            f"""
+            UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
+            FROM (SELECT r.pk, min(c.s) AS s, max(c.e) AS e
+                  FROM (SELECT ck, pk FROM ctx_bounds UNION SELECT ck, pk FROM parent_cand) r
+                  JOIN ctx_bounds c USING (ck) WHERE c.s IS NOT NULL GROUP BY r.pk) ch
+            WHERE ch.pk = p.ck AND (p.covers OR p.untimed OR p.type = {quote_literal(system.root_context)})
+              AND (p.s IS NULL OR ch.s < p.s OR ch.e > p.e)
+            """
+        ).fetchone()
+        if not changed or changed[0] == 0:
+            break
+    # still untimed (no own time, no timed child): a zero-length span at the parent's start
+    for _ in range(MAX_DEPTH):
+        changed = con.execute(
+            """
+            UPDATE ctx_bounds AS c SET s = p.s, e = p.s
+            FROM ctx_bounds p
+            WHERE c.s IS NULL AND p.ck = c.pk AND p.s IS NOT NULL
+            """
+        ).fetchone()
+        if not changed or changed[0] == 0:
+            break
+
+

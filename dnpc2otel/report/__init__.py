@@ -1,0 +1,1 @@
+"""Stage 5, report (to come): a self-contained HTML report drawn from the analysis views."""

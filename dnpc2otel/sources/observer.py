@@ -1,0 +1,154 @@
+"""Run converter definitions over source files: records → rule matches → observation rows, in DuckDB.
+
+Data stays columnar all the way: a log file is read in large chunks, split into lines and parsed by
+DuckDB's vectorised regular expressions; only rows a rule matches are kept (in one staging table per
+rule); derived and carried fields and the emitted observations are computed by SQL over those tables.
+No Python object is made per line.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+
+from ..errors import first_line
+from ..tables import OBSERVED
+from .definitions import Definition
+from .lines import load_lines
+from .records import SourceFile, fields_used, not_understood, prefilter, record_sql
+from .rules import emit_rule, match_rule
+from .sqlite import SQLITE_SCHEMA, insert_query_rows, load_sqlite_tables, open_sqlite
+
+
+@dataclass
+class FileStats:
+    source: str
+    converter: str
+    format: str
+    bytes: int = 0
+    lines: int = 0
+    records: int = 0
+    observations: int = 0
+    not_understood: int = 0
+    invalid_bytes: bool = False
+    warning: str | None = None
+
+
+@dataclass
+class Observer:
+    """Fills `observed.observations` of `con`; keeps a FileStats per file read."""
+
+    con: duckdb.DuckDBPyConnection
+    default_clock: str
+    on_bytes: Callable[[int], None] = lambda n: None
+    on_warning: Callable[[str], None] = lambda msg: None
+    stats: list[FileStats] = field(default_factory=list)
+
+    def observe(self, definition: Definition, files: list[SourceFile]) -> None:
+        if not files:
+            return
+        line_files = [f for f in files if f.format.kind in ("lines", "jsonl")]
+        if line_files:
+            self._observe_logs(definition, line_files)
+        for f in files:
+            if f.format.kind == "sqlite":
+                self._observe_sqlite(definition, f)
+
+    # ------------------------------------------------------------------ logs
+    def _observe_logs(self, definition: Definition, files: list[SourceFile]) -> None:
+        tables = staging_tables(self.con, definition)
+        created: set[str] = set()
+        for f in files:
+            st = FileStats(f.rel, definition.name, f.format.name)
+            self.stats.append(st)
+            try:
+                self._read_log(f, st, tables, created)
+            except OSError as e:
+                st.warning = f"cannot read: {e.strerror or e}"
+                self.on_warning(f"{f.rel}: {st.warning}; skipped")
+        emitted = sum(emit_rule(self.con, definition, r, tables, created) for r in definition.rules
+                      if tables[r.name] in created)
+        for t in created:
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        if emitted:
+            self._count_observations(definition)
+
+    def _count_observations(self, definition: Definition) -> None:
+        by_source = dict(self.con.execute(
+            f"SELECT source, count(*) FROM {OBSERVED}.observations WHERE converter = ? GROUP BY source",
+            [definition.name],
+        ).fetchall())
+        logs = {f.name for f in definition.formats if f.kind != "sqlite"}
+        for st in self.stats:
+            if st.converter == definition.name and st.format in logs:
+                st.observations = by_source.get(st.source, 0)
+
+    def _read_log(self, f: SourceFile, st: FileStats, tables: dict[str, str], created: set[str]) -> None:
+        st.bytes = f.path.stat().st_size
+        st.invalid_bytes = load_lines(self.con, f.path)
+        self.on_bytes(st.bytes)
+        row = self.con.execute("SELECT count(*) FROM lines").fetchone()
+        st.lines = int(row[0]) if row else 0
+        st.not_understood = not_understood(self.con, f.format)
+        st.records = stage_records(self.con, f, self.default_clock, tables, created)
+        self.con.execute("DROP TABLE IF EXISTS lines")
+
+    # ------------------------------------------------------------------ SQLite
+    def _observe_sqlite(self, definition: Definition, f: SourceFile) -> None:
+        st = FileStats(f.rel, definition.name, f.format.name, bytes=f.path.stat().st_size)
+        self.stats.append(st)
+        self.on_bytes(st.bytes)
+        try:
+            db = open_sqlite(f.path)
+        except sqlite3.Error as e:
+            st.warning = f"not a readable SQLite database ({e})"
+            self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
+            return
+        try:
+            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables, SQLITE_SCHEMA)
+        finally:
+            db.close()
+        for w in warnings:
+            st.warning = w
+            self.on_warning(f"{f.rel}: {w}")
+        st.records = st.lines
+        if st.lines == 0 and warnings:
+            return
+        for q in definition.queries:
+            try:
+                st.observations += insert_query_rows(self.con, definition, f, q, self.default_clock)
+            except duckdb.Error as e:
+                st.warning = f"query {q.name} failed ({first_line(e)})"
+                self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
+
+
+def staging_tables(con: duckdb.DuckDBPyConnection, definition: Definition) -> dict[str, str]:
+    """One (not yet created) staging table name per rule of the definition."""
+    tables = {r.name: f"m_{_ident(definition.name)}_{i}" for i, r in enumerate(definition.rules)}
+    for t in tables.values():
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return tables
+
+
+def stage_records(
+    con: duckdb.DuckDBPyConnection, f: SourceFile, default_clock: str, tables: dict[str, str], created: set[str]
+) -> int:
+    """Parse table `lines` of one file into records and stage each rule's matches; returns the records."""
+    definition = f.definition
+    # only lines that may match a rule are parsed into records: most lines of a DEBUG log match none
+    cond = prefilter(f.format, definition)
+    lines = f"SELECT * FROM lines WHERE {cond}" if cond else "SELECT * FROM lines"
+    sql = record_sql(f, lines, default_clock, fields_used(f.format, definition))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {sql}")
+    row = con.execute("SELECT count(*) FROM rec WHERE is_record").fetchone()
+    for rule in definition.rules:
+        match_rule(con, rule, tables[rule.name], created)
+    con.execute("DROP TABLE IF EXISTS rec")
+    return int(row[0]) if row else 0
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
