@@ -24,6 +24,21 @@ from .reconcile.disagreements import DEFAULT_THRESHOLD_MS
 err = Console(stderr=True)
 out = Console()
 
+
+def _table(title: str | None, columns: list[str], rows: list[list[str]], header: bool = True) -> None:
+    """A table on a terminal; in a pipe or a file, plain whole lines (never paths cut with "…" to fit)."""
+    if not out.is_terminal:
+        for r in rows:
+            if header:
+                print("\t".join(r))
+            else:
+                print(f"{r[0]}: {r[1]}")
+        return
+    t = Table(*columns, title=title, show_header=header)
+    for r in rows:
+        t.add_row(*r)
+    out.print(t)
+
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 
@@ -150,10 +165,9 @@ def converters(check, dirs) -> None:
 
     defs = load_all(list(dirs))
     if not check:
-        t = Table("name", "formats", "rules/queries", "definition")
-        for d in defs:
-            t.add_row(d.name, ", ".join(f.name for f in d.formats), str(len(d.rules) + len(d.queries)), str(d.path))
-        out.print(t)
+        _table(None, ["name", "formats", "rules/queries", "definition"],
+               [[d.name, ", ".join(f.name for f in d.formats), str(len(d.rules) + len(d.queries)), str(d.path)]
+                for d in defs])
         return
     failed = 0
     total = 0
@@ -176,37 +190,44 @@ def _progress(quiet: bool, bytes_: bool = True) -> Progress:
 
 
 def _print_summary(s) -> None:
-    t = Table(title="replay summary", show_header=False)
-    t.add_column(style="bold")
-    t.add_column()
+    rows: list[list[str]] = []
     for r in s.runs:
-        t.add_row(f"run {r['run_dir'] or ''}".strip(),
-                  f"{r['run_id'] or '(no run id)'}  trace {r['trace_id']}  UTC{r['utc_offset_seconds'] // 3600:+d}h "
-                  f"({r['offset_source']})")
-    t.add_row("contexts", ", ".join(f"{k} {v}" for k, v in s.contexts.items()))
-    t.add_row("spans / links / events", f"{s.spans} / {s.links} / {s.events}")
-    t.add_row("observations", str(s.observations))
+        rows.append([f"run {r['run_dir'] or ''}".strip(),
+                     f"{r['run_id'] or '(no run id)'}  trace {r['trace_id']}  {_offset(r['utc_offset_seconds'])} "
+                     f"({r['offset_source']})"])
+    rows.append(["contexts", ", ".join(f"{k} {v}" for k, v in s.contexts.items())])
+    rows.append(["spans / links / events", f"{s.spans} / {s.links} / {s.events}"])
+    rows.append(["observations", str(s.observations)])
     read = [x for x in s.sources if not x.warning]
-    t.add_row("sources read", ", ".join(x.source for x in read) or "none")
-    t.add_row("lines not understood", str(s.lines_not_understood))
+    rows.append(["sources read", ", ".join(x.source for x in read) or "none"])
+    rows.append(["lines not understood", str(s.lines_not_understood)])
     if s.disagreements:
         kinds = [f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "")
                  for kind, (n, ms) in s.disagreements.items()]
-        t.add_row("disagreements (table disagreements)", ", ".join(kinds))
+        rows.append(["disagreements (table disagreements)", ", ".join(kinds)])
     skewed = [c for c in s.clocks if c["skew_ms"]]
     if s.clocks:
-        t.add_row("clock skew vs the DFK host (table clocks)",
-                  ", ".join(f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
-                            for c in skewed) or f"none detected ({len(s.clocks)} host clocks checked)")
+        rows.append(["clock skew vs the reference clock (table clocks)",
+                     ", ".join(f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
+                               for c in skewed) or f"none detected ({len(s.clocks)} host clocks checked)"])
     for label, value in s.lines.items():
-        t.add_row(label, value)
+        rows.append([label, value])
     if s.dangling_links:
-        t.add_row("links to contexts no source describes", str(s.dangling_links))
+        rows.append(["links to contexts no source describes", str(s.dangling_links)])
     if s.warnings:
-        t.add_row("warnings", str(len(s.warnings)))
+        rows.append(["warnings", str(len(s.warnings))])
     if s.exported_spans is not None:
-        t.add_row("exported spans", str(s.exported_spans))
-    out.print(t)
+        rows.append(["exported spans", str(s.exported_spans)])
+    _table("replay summary", ["", ""], rows, header=False)
+
+
+def _offset(seconds: int | None) -> str:
+    """'UTC+2h', 'UTC-5:30'; a zone name given by the user has no single offset (DST): 'zone'."""
+    if seconds is None:
+        return "zone"
+    sign = "+" if seconds >= 0 else "-"
+    h, m = divmod(abs(seconds) // 60, 60)
+    return f"UTC{sign}{h}h" if not m else f"UTC{sign}{h}:{m:02d}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,10 +180,21 @@ def test_python_api_mirrors_cli(htex_copy, tmp_path):
     out = tmp_path / "api.duckdb"
     proc = cli("replay", str(htex_copy), "--duckdb", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert f"DuckDB: {out}" in proc.stdout and "replay summary" in proc.stdout
+    assert f"DuckDB: {out}" in proc.stdout and "spans / links / events: 135 / " in proc.stdout
+    # in a pipe the summary is whole lines: no path cut with "…" to fit a terminal's width
+    assert "…" not in proc.stdout
+    assert "000/submit_scripts/parsl.worker_pool.block-0.1795291150.2192538.sh.out" in proc.stdout
     api = tmp_path / "api2.duckdb"
     replay(htex_copy, api)
     q = "SELECT * FROM spans ORDER BY ALL"
     with duckdb.connect(str(out), read_only=True) as a, duckdb.connect(str(api), read_only=True) as b:
         assert a.execute(q).fetchall() == b.execute(q).fetchall()
     shutil.rmtree(htex_copy)
+
+
+def test_a_zone_name_timezone_prints_its_summary(htex_copy, tmp_path):
+    """--timezone with a zone name (no single offset) used to end in 'internal error: TypeError'."""
+    proc = cli("replay", str(htex_copy), "--duckdb", str(tmp_path / "z.duckdb"), "--timezone", "America/Chicago")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "given: --timezone America/Chicago" in proc.stdout

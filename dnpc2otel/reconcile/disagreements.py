@@ -34,7 +34,7 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
         """
         CREATE OR REPLACE TEMP TABLE disagreements_out (
             trace_id VARCHAR, span_id VARCHAR, context_type VARCHAR, context_id VARCHAR, kind VARCHAR,
-            subject VARCHAR, size_ms DOUBLE, detail JSON, ck UBIGINT)
+            subject VARCHAR, size_ms DOUBLE, detail JSON, ck UHUGEINT)
         """
     )
     _same_event_apart(con, threshold_ms)

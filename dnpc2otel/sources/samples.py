@@ -1,7 +1,9 @@
 """Self-check of converter definitions: every rule's sample lines must produce what they promise.
 
-Like lnav's format tests: a definition that no longer matches its own samples fails loudly instead of
-silently converting nothing. `dnpc2otel converters --check` runs this over built-in and user definitions.
+Like lnav's format tests: a sample is whole raw lines of a real file (with the path of that file), run
+through the same record parsing and rules as a replay; a definition that no longer reads its own samples
+fails loudly instead of silently converting nothing. `dnpc2otel converters --check` runs this over
+built-in and user definitions.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import duckdb
 from ..errors import first_line
 from ..tables import OBSERVED, create_stage
 from .definitions import Definition
-from .records import SourceFile
-from .rules import emit_rule, match_rule
+from .lines import insert_text
+from .observer import stage_records, staging_tables
+from .records import SourceFile, is_record_sql
+from .rules import emit_rule
 from .sqlite import insert_query_rows, load_sqlite_tables
 from .templates import quote_ident
 
-_SAMPLE_KEYS = {"message", "expect", "release", "attributes", "note"}
+# what a rule sample may say (the JSON schema of definitions lists the same keys)
+_SAMPLE_KEYS = {"release", "line", "lines", "file", "format", "expect", "attributes", "origin", "note"}
+_SAMPLE_CLOCK = "reference"  # the clock of records whose format names none
 
 
 @dataclass
@@ -84,41 +90,102 @@ def _check_views_bind(con: duckdb.DuckDBPyConnection, definition: Definition, re
 
 
 def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, sample: dict) -> SampleResult:
-    message = sample.get("message", "")
-    # record fields, and path groups of the file the sample came from (executor label, block, …)
-    fields = {k: sample.get(k) for k in definition.record_fields if k != "message"}
-    fields.update({k: str(v) for k, v in sample.items() if k not in fields and k not in _SAMPLE_KEYS})
-    create_stage(con, OBSERVED)
-    cols = ", ".join(
-        ["'sample' AS source", "'dir:000' AS run_key", "1::BIGINT AS line", "1000000000::BIGINT AS time_ns",
-         "NULL::BIGINT AS local_ns", "'dfk' AS clock", "?::VARCHAR AS message"]
-        + [f"?::VARCHAR AS {quote_ident(k)}" for k in fields]
-        + ["true AS is_record", "''::VARCHAR AS text"]
-    )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS SELECT {cols}", [message, *fields.values()])
-    tables = {r.name: f"s_{i}" for i, r in enumerate(definition.rules)}
-    for t in tables.values():
-        con.execute(f"DROP TABLE IF EXISTS {t}")
+    """Run a rule's sample through the real pipeline: raw lines → records → every rule's matches → emits.
+
+    The sample's lines go into a `lines` table as a file's would; they are parsed by the format's record
+    SQL (with the prefilter replay uses), staged by every rule of the definition (so that `carry` finds its
+    lenders among the sample's lines), and emitted; the observations of the sample's rule are checked.
+    """
+    raw, problem = _sample_lines(sample)
+    label = (raw[0] if raw else str(sample.get("message", "")))[:200]
+
+    def fail(detail: str) -> SampleResult:
+        return SampleResult(definition.name, rule.name, label, False, detail)
+
+    if problem:
+        return fail(problem)
+    source, problem = _sample_source(definition, sample)
+    if problem or source is None:
+        return fail(problem or "no format")
+    con.execute("CREATE OR REPLACE TEMP TABLE lines (line BIGINT, text VARCHAR)")
+    tables = staging_tables(con, definition)
     created: set[str] = set()
     try:
-        match_rule(con, rule, tables[rule.name], created)
-        n = emit_rule(con, definition, rule, tables, created)
+        insert_text(con, "\n".join(raw))
+        bad = [n for (n,) in con.execute(
+            f"SELECT line FROM lines WHERE NOT coalesce({is_record_sql(source.format)}, false) ORDER BY line"
+        ).fetchall()]
+        if bad:
+            what = "is not a JSON object" if source.format.kind == "jsonl" else "does not match the record pattern"
+            return fail(f"line {bad[0]} {what} of format {source.format.name}")
+        create_stage(con, OBSERVED)
+        stage_records(con, source, _SAMPLE_CLOCK, tables, created)
+        for r in definition.rules:
+            if tables[r.name] in created:
+                emit_rule(con, definition, r, tables, created)
+        rows = con.execute(
+            f"SELECT attributes FROM {OBSERVED}.observations WHERE rule = ? ORDER BY rowid", [rule.name]
+        ).fetchall()
     except duckdb.Error as e:
-        return SampleResult(definition.name, rule.name, message, False, f"SQL error: {first_line(e)}")
+        return fail(f"SQL error: {first_line(e)}")
+    finally:
+        for t in created:
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        con.execute("DROP TABLE IF EXISTS lines")
     expect = int(sample.get("expect", 1))
-    if n != expect:
-        return SampleResult(definition.name, rule.name, message, False, f"expected {expect} observations, got {n}")
-    want = sample.get("attributes", {})
-    if want:
-        got: dict = {}
-        for (a,) in con.execute(f"SELECT attributes FROM {OBSERVED}.observations ORDER BY rowid").fetchall():
-            got.update(json.loads(a))
-        for k, v in want.items():
-            if got.get(k) != v:
-                return SampleResult(
-                    definition.name, rule.name, message, False, f"attribute {k}: expected {v!r}, got {got.get(k)!r}"
-                )
-    return SampleResult(definition.name, rule.name, message, True)
+    if len(rows) != expect:
+        return fail(f"expected {expect} observations of rule {rule.name}, got {len(rows)}")
+    got: dict = {}
+    for (a,) in rows:
+        got.update(json.loads(a) if a else {})
+    for k, v in sample.get("attributes", {}).items():
+        if got.get(k) != v:
+            return fail(f"attribute {k}: expected {v!r}, got {got.get(k)!r}")
+    return SampleResult(definition.name, rule.name, label, True)
+
+
+def _sample_lines(sample: dict) -> tuple[list[str], str | None]:
+    """The sample's raw lines, or why the sample is malformed."""
+    unknown = sorted(set(sample) - _SAMPLE_KEYS)
+    if "message" in sample:
+        return [], "the `message` form of samples is gone: give the whole raw line as `line` (or `lines`)"
+    if unknown:
+        return [], f"unknown sample keys {unknown} (known: {sorted(_SAMPLE_KEYS)})"
+    if not sample.get("release"):
+        return [], "a sample must say which release wrote it (`release`)"
+    if ("line" in sample) == ("lines" in sample):
+        return [], "a sample gives exactly one of `line` (one raw line) or `lines` (consecutive raw lines)"
+    raw = [sample["line"]] if "line" in sample else sample["lines"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        return [], "`line` is a string and `lines` a non-empty array of strings"
+    for i, x in enumerate(raw, 1):
+        if "\n" in x or "\r" in x:
+            return [], f"line {i} holds a line break: give each raw line as its own element of `lines`"
+    return list(raw), None
+
+
+def _sample_source(definition: Definition, sample: dict) -> tuple[SourceFile | None, str | None]:
+    """The file the sample's lines come from: its format and path groups, as rundir.py would find them."""
+    logs = [f for f in definition.formats if f.kind in ("lines", "jsonl")]
+    if not logs:
+        return None, "the definition has no lines or jsonl format"
+    rel = sample.get("file")
+    name = sample.get("format")
+    if name is not None:
+        named = [f for f in logs if f.name == name]
+        if not named:
+            return None, f"no lines or jsonl format named {name!r} (formats: {', '.join(f.name for f in logs)})"
+        candidates = named
+    else:
+        candidates = logs
+    if rel is None:
+        return SourceFile(Path("sample"), "sample", definition, candidates[0], {}), None
+    for fmt in candidates:
+        m = fmt.files.fullmatch(rel)
+        if m:
+            return SourceFile(Path(rel), rel, definition, fmt, m.groupdict()), None
+    which = f"format {name}" if name is not None else "any format"
+    return None, f"file {rel!r} does not match the `files` pattern of {which} of the definition"
 
 
 def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition, sample: dict) -> list[SampleResult]:
