@@ -41,3 +41,32 @@ def test_readme_main_command_uses_the_bundled_example():
     assert "bash scripts/test.sh" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
+
+
+def test_readme_contract_lists_the_declared_columns():
+    """The README's DuckDB contract is the declaration in dnpc2otel/tables.py, column for column."""
+    from dnpc2otel.tables import OUTPUT
+
+    text = README.read_text()
+    section = text[text.index("## DuckDB contract"):text.index("## Architecture")]
+    for table in OUTPUT:
+        row = re.search(rf"^\| `{table.name}` \| (.*) \|$", section, re.M)
+        assert row, f"table {table.name} is not in the README's contract"
+        named = re.findall(r"`([^`]+)`", row.group(1))
+        listed = [c.strip() for part in named for c in part.split(",") if re.fullmatch(r"\s*\w+\s*", c)]
+        assert [c for c in listed if c in table.column_names] == list(table.column_names), table.name
+
+
+def test_readme_architecture_names_every_stage_folder():
+    text = README.read_text()
+    section = text[text.index("## Architecture"):text.index("## Dependencies and why")]
+    pkg = README.parent / "dnpc2otel"
+    folders = sorted(p.name for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    for name in folders:
+        assert f"`dnpc2otel/{name}/`" in section or f"`{name}/`" in section, name
+    for module in (pkg / "sources").glob("*.py"):
+        if module.stem != "__init__":
+            assert f"`{module.stem}`" in section, f"sources/{module.name} is not described"
+    for module in (pkg / "reconcile").glob("*.py"):
+        if module.stem != "__init__":
+            assert f"`{module.stem}`" in section, f"reconcile/{module.name} is not described"
