@@ -58,23 +58,42 @@ def infer_offsets(con: duckdb.DuckDBPyConnection, timezone: str | None, referenc
             "FROM run_seed"
         )
         return
+    ref = quote_literal(reference_clock)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE run_clock AS
         WITH pairs AS (
             SELECT run, round((local_ns - (time_ns // 1000000000) * 1000000000) / {QUARTER_HOUR_NS})::BIGINT
                         * {QUARTER_HOUR_NS} AS off
-            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock = {quote_literal(reference_clock)}
+            FROM obs WHERE time_ns IS NOT NULL AND local_ns IS NOT NULL AND clock = {ref}
         ), votes AS (
             SELECT run, off, count(*) AS n FROM pairs GROUP BY ALL
         ), best AS (
             SELECT run, arg_max(off, n) AS offset_ns, sum(n) AS n FROM votes GROUP BY run
+        ),
+        -- no record carries both (JSON logging has the epoch only): the same event of the same context,
+        -- stamped in epoch time by one source and in naive local time on the reference clock by another
+        -- (parsl.jsonlog and monitoring.db), gives the offset to within the sources' few ms
+        stamped AS (
+            SELECT run, context_type, context_id, event,
+                   min(time_ns) FILTER (WHERE local_ns IS NULL) AS epoch_ns,
+                   min(local_ns) FILTER (WHERE time_ns IS NULL AND clock = {ref}) AS local_ns
+            FROM obs WHERE event IS NOT NULL AND run NOT IN (SELECT run FROM best) GROUP BY ALL
+        ), cross_votes AS (
+            SELECT run, round((local_ns - epoch_ns) / {QUARTER_HOUR_NS})::BIGINT * {QUARTER_HOUR_NS} AS off,
+                   count(*) AS n
+            FROM stamped WHERE epoch_ns IS NOT NULL AND local_ns IS NOT NULL GROUP BY ALL
+        ), cross_best AS (
+            SELECT run, arg_max(off, n) AS offset_ns, sum(n) AS n FROM cross_votes GROUP BY run
         )
-        SELECT r.run, coalesce(b.offset_ns, 0)::BIGINT AS offset_ns,
-               CASE WHEN b.run IS NULL THEN 'assumed: UTC (no source gives both epoch and local time; use --timezone)'
-                    ELSE 'inferred from ' || b.n || ' records with epoch and local time' END AS offset_source,
+        SELECT r.run, coalesce(b.offset_ns, x.offset_ns, 0)::BIGINT AS offset_ns,
+               CASE WHEN b.run IS NOT NULL THEN 'inferred from ' || b.n || ' records with epoch and local time'
+                    WHEN x.run IS NOT NULL THEN 'inferred from ' || x.n
+                         || ' events stamped in epoch time by one source and in local time by another'
+                    ELSE 'assumed: UTC (no source gives both epoch and local time; use --timezone)' END
+                 AS offset_source,
                NULL::VARCHAR AS tz
-        FROM run_seed r LEFT JOIN best b USING (run)
+        FROM (SELECT DISTINCT run FROM run_seed) r LEFT JOIN best b USING (run) LEFT JOIN cross_best x USING (run)
         """
     )
 
