@@ -200,7 +200,11 @@ def _print_summary(s) -> None:
     rows.append(["observations", str(s.observations)])
     read = [x for x in s.sources if not x.warning]
     rows.append(["sources read", ", ".join(x.source for x in read) or "none"])
-    rows.append(["lines not understood", str(s.lines_not_understood)])
+    rows.append(["lines not understood", str(s.lines_not_understood) + _worst(
+        [(x.source, x.not_understood) for x in s.sources])])
+    records = sum(x.records for x in s.sources)
+    rows.append(["records no rule uses", f"{s.records_unused} of {records}" + _worst(
+        [(x.source, x.records - x.records_used) for x in s.sources]) + " (table sources)"])
     if s.disagreements:
         kinds = [f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "")
                  for kind, (n, ms) in s.disagreements.items()]
@@ -219,6 +223,15 @@ def _print_summary(s) -> None:
     if s.exported_spans is not None:
         rows.append(["exported spans", str(s.exported_spans)])
     _table("replay summary", ["", ""], rows, header=False)
+
+
+def _worst(counts: list[tuple[str, int]], most: int = 3) -> str:
+    """' (a.log 12, b.log 3, …)': the sources with the largest counts."""
+    top = sorted(((n, src) for src, n in counts if n), reverse=True)
+    if not top:
+        return ""
+    more = ", …" if len(top) > most else ""
+    return " (" + ", ".join(f"{src} {n}" for n, src in top[:most]) + more + ")"
 
 
 def _offset(seconds: int | None) -> str:

@@ -43,6 +43,11 @@ class ReplaySummary:
     def lines_not_understood(self) -> int:
         return sum(s.not_understood for s in self.sources)
 
+    @property
+    def records_unused(self) -> int:
+        """Records of a format that no rule turned into an observation (DEBUG chatter, or a template not read)."""
+        return sum(s.records - s.records_used for s in self.sources)
+
 
 @contextmanager
 def workspace(memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -66,6 +66,7 @@ SOURCES = Table("sources", (
     ("bytes", "BIGINT", "size"),
     ("lines", "BIGINT", "lines (or rows) read"),
     ("records", "BIGINT", "records recognised by the format"),
+    ("records_used", "BIGINT", "records some rule turned into observations (rows, for SQLite)"),
     ("observations", "BIGINT", "observations made from it"),
     ("not_understood", "BIGINT", "lines that fit no record format"),
     ("invalid_bytes", "BOOLEAN", "non-UTF-8 bytes were replaced"),

@@ -17,7 +17,7 @@ from ..errors import UserError, first_line
 from ..sources.templates import quote_ident, quote_literal
 from ..tables import OUTPUT, RECONCILED, SOURCES
 
-SCHEMA_VERSION = 3  # 3: runs.service_namespace
+SCHEMA_VERSION = 3  # 3: runs.service_namespace, sources.records_used
 
 VIEWS = {
     # every observation that is an event, with its provenance: a view, so that the facts are stored once

@@ -35,7 +35,7 @@ def observe(
     for d in catalog.definitions:
         observer.observe(d, [f for f in files if f.definition is d])
     rows = [
-        (str(root), s.source, s.converter, s.format, s.bytes, s.lines, s.records, s.observations,
+        (str(root), s.source, s.converter, s.format, s.bytes, s.lines, s.records, s.records_used, s.observations,
          s.not_understood, s.invalid_bytes, s.warning)
         for s in observer.stats
     ]

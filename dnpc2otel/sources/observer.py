@@ -18,7 +18,7 @@ from ..errors import first_line
 from ..tables import OBSERVED
 from .definitions import Definition
 from .lines import load_lines
-from .records import SourceFile, fields_used, not_understood, prefilter, record_sql
+from .records import SourceFile, count_records, fields_used, prefilter, record_sql
 from .rules import emit_rule, match_rule
 from .sqlite import SQLITE_SCHEMA, insert_query_rows, load_sqlite_tables, open_sqlite
 
@@ -30,7 +30,8 @@ class FileStats:
     format: str
     bytes: int = 0
     lines: int = 0
-    records: int = 0
+    records: int = 0  # lines (rows) that are records of the format
+    records_used: int = 0  # records some rule matched (a query's rows, for SQLite)
     observations: int = 0
     not_understood: int = 0
     invalid_bytes: bool = False
@@ -92,8 +93,9 @@ class Observer:
         self.on_bytes(st.bytes)
         row = self.con.execute("SELECT count(*) FROM lines").fetchone()
         st.lines = int(row[0]) if row else 0
-        st.not_understood = not_understood(self.con, f.format)
-        st.records = stage_records(self.con, f, self.default_clock, tables, created)
+        st.records, st.not_understood = count_records(self.con, f.format)
+        stage_records(self.con, f, self.default_clock, tables, created)
+        st.records_used = records_used(self.con, f.rel, tables, created)
         self.con.execute("DROP TABLE IF EXISTS lines")
 
     # ------------------------------------------------------------------ SQLite
@@ -114,7 +116,7 @@ class Observer:
         for w in warnings:
             st.warning = w
             self.on_warning(f"{f.rel}: {w}")
-        st.records = st.lines
+        st.records = st.records_used = st.lines
         if st.lines == 0 and warnings:
             return
         for q in definition.queries:
@@ -147,6 +149,16 @@ def stage_records(
     for rule in definition.rules:
         match_rule(con, rule, tables[rule.name], created)
     con.execute("DROP TABLE IF EXISTS rec")
+    return int(row[0]) if row else 0
+
+
+def records_used(con: duckdb.DuckDBPyConnection, source: str, tables: dict[str, str], created: set[str]) -> int:
+    """Records of one file that at least one rule matched (its lines in the rules' staging tables)."""
+    staged = [t for t in tables.values() if t in created]
+    if not staged:
+        return 0
+    union = " UNION ".join(f"SELECT line FROM {t} WHERE source = $1" for t in staged)
+    row = con.execute(f"SELECT count(*) FROM ({union})", [source]).fetchone()
     return int(row[0]) if row else 0
 
 

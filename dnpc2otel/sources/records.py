@@ -44,19 +44,23 @@ def is_record_sql(fmt: Format) -> str:
     return f"regexp_matches(text, {quote_literal(without_captures(fmt.record))})"
 
 
-def not_understood(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> int:
-    """Non-empty lines that fit no record; in a multi-line format, only those before the first record."""
+def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> tuple[int, int]:
+    """(records, lines not understood) of a file, in one pass over its lines.
+
+    A line not understood is a non-empty line that fits no record; in a multi-line format, only those before
+    the first record (later ones continue a record: tracebacks, config dumps)."""
     is_record = is_record_sql(fmt)
+    row = con.execute(
+        f"""SELECT count(*) FILTER (WHERE r), min(line) FILTER (WHERE r),
+                   count(*) FILTER (WHERE text <> '' AND NOT r)
+            FROM (SELECT line, text, {is_record} AS r FROM {lines})"""
+    ).fetchone()
+    records, first, misfits = (row or (0, None, 0))
     if not fmt.multiline:
-        row = con.execute(f"SELECT count(*) FROM {lines} WHERE text <> '' AND NOT {is_record}").fetchone()
-        return int(row[0]) if row else 0
-    first = con.execute(f"SELECT min(line) FROM {lines} WHERE line <= 1000 AND {is_record}").fetchone()
-    if not first or first[0] is None:
-        first = con.execute(f"SELECT min(line) FROM {lines} WHERE {is_record}").fetchone()
-    limit = first[0] if first and first[0] is not None else None
-    cond = f"line < {int(limit)}" if limit is not None else "TRUE"
+        return int(records or 0), int(misfits or 0)
+    cond = f"line < {int(first)}" if first is not None else "TRUE"
     row = con.execute(f"SELECT count(*) FROM {lines} WHERE text <> '' AND {cond}").fetchone()
-    return int(row[0]) if row else 0
+    return int(records or 0), int(row[0]) if row else 0
 
 
 def prefilter(fmt: Format, definition: Definition) -> str | None:
