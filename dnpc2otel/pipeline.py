@@ -110,7 +110,8 @@ def replay(
         if _count(con, f"{OBSERVED}.observations") == 0:
             why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
             raise UserError(f"{path}: no usable observation in any source ({why})")
-        reconcile(con, catalog, selection.runs, str(root), timezone, disagreement_ms, correct_skew)
+        reconcile(con, catalog, selection.runs, str(root), timezone, disagreement_ms, correct_skew,
+                  selection.present)
         if _count(con, f"{RECONCILED}.spans") == 0:
             raise UserError(f"{path}: the sources name no run that was selected")
         store.write(con, target, str(root), catalog.views)

@@ -50,10 +50,12 @@ def reconcile(
     timezone: str | None = None,
     threshold_ms: float = DEFAULT_THRESHOLD_MS,
     correct_skew: bool = False,
+    present: tuple[str, ...] = (),
 ) -> None:
-    """Fill the `reconciled` tables from the `observed` ones (run_dirs: the selected run directories)."""
+    """Fill the `reconciled` tables from the `observed` ones (run_dirs: the selected run directories;
+    present: every run directory of the run_dir)."""
     system, types = catalog.system, catalog.types
-    runs.assign(con, run_dirs, root)
+    runs.assign(con, run_dirs, root, present)
     clock.infer_offsets(con, timezone, system.reference_clock)
     if timezone is None:
         clock.infer_clock_offsets(con, system.reference_clock)

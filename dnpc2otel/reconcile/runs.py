@@ -15,8 +15,14 @@ from ..sources.templates import quote_literal
 from ..tables import OBSERVED
 
 
-def assign(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str) -> None:
-    """Create run_map, run_dir, source_run, run_seed and the view obs (observations with their run)."""
+def assign(
+    con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str, present: tuple[str, ...] = ()
+) -> None:
+    """Create run_map, run_dir, source_run, run_seed and the view obs (observations with their run).
+
+    `present`: the run directories of the run_dir. When there is just one, it is a run even if no source
+    names it (an empty parsl.log), so that files that name no run have a run to belong to."""
+    only = f"UNION SELECT {quote_literal('dir:' + present[0])}" if len(present) == 1 else ""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE run_map AS
@@ -24,7 +30,7 @@ def assign(con: duckdb.DuckDBPyConnection, run_dirs: list[str] | None, root: str
             SELECT DISTINCT run_key AS a, related_id AS b FROM {OBSERVED}.observations
             WHERE relation = 'alias' AND run_key IS NOT NULL AND related_id IS NOT NULL
         ), adj AS (SELECT a AS k, b AS o FROM pairs UNION SELECT b, a FROM pairs),
-        keys AS (SELECT DISTINCT run_key AS k FROM {OBSERVED}.observations WHERE run_key IS NOT NULL)
+        keys AS (SELECT DISTINCT run_key AS k FROM {OBSERVED}.observations WHERE run_key IS NOT NULL {only})
         SELECT keys.k AS run_key,
                coalesce(CASE WHEN NOT starts_with(keys.k, 'dir:') THEN keys.k END,
                         min(adj.o) FILTER (WHERE NOT starts_with(adj.o, 'dir:')), keys.k) AS run

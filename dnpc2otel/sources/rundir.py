@@ -21,6 +21,7 @@ from .records import SourceFile
 class RunDirSelection:
     root: Path  # the run_dir: paths of sources are relative to it
     runs: list[str] | None  # names of the selected run directories; None: every run in root
+    present: tuple[str, ...] = ()  # every run directory in root (a marker file in it), selected or not
 
     def selects(self, rel: str) -> bool:
         if self.runs is None:
@@ -39,13 +40,17 @@ def select(path: Path, system: System) -> RunDirSelection:
     if not path.is_dir():
         raise UserError(f"{path}: not a directory; give a Parsl run_dir (runinfo/) or one run (runinfo/000)")
     if any((path / m).is_file() for m in markers):
-        return RunDirSelection(root=path.parent, runs=[path.name])
+        return RunDirSelection(root=path.parent, runs=[path.name], present=_runs_in(path.parent, markers))
     if any((path / m).is_file() for m in shared) or any(
         (child / m).is_file() for child in _subdirs(path) for m in markers
     ):
-        return RunDirSelection(root=path, runs=None)
+        return RunDirSelection(root=path, runs=None, present=_runs_in(path, markers))
     names = ", ".join([*markers, *shared]) or "no marker files declared"
     raise UserError(f"{path}: not a {system.label} run directory (none of {names} in it or in its sub-directories)")
+
+
+def _runs_in(root: Path, markers: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(c.name for c in _subdirs(root) if any((c / m).is_file() for m in markers)))
 
 
 def _subdirs(path: Path) -> list[Path]:
