@@ -6,6 +6,11 @@ for SQLite). It may declare the context types it introduces, views and summary l
 workflow system — the `[system]` facts the core must not assume (the run's root context type, the reference
 clock, the service namespace, the files that mark a run). This module only loads and checks the
 definitions; `observer` executes them.
+
+Checking is in two steps, each failing with one line that names the file, the entry and the key: the JSON
+Schema of the language (converters/definition.schema.json, see `schema`) catches unknown keys and wrong
+types; the checks below catch what a schema cannot see (regular expressions Python or DuckDB's RE2 rejects,
+template fields no rule has, carries from unknown rules, context types no definition declares).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DefinitionError
+from . import schema
+from .schema import close_match, did_you_mean, entry_name, re2_error, unknown_key
 from .templates import fields_of
 
 KINDS = ("lines", "jsonl", "sqlite")
@@ -197,7 +204,8 @@ def builtin_dir() -> Path:
 def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
     """The built-in definitions, then those in `extra_dirs` and $DNPC2OTEL_CONVERTERS (":"-separated).
 
-    A user definition with the name of a built-in one replaces it.
+    A user definition with the name of a built-in one replaces it. The definitions are checked together
+    too (context types declared differently, parents no definition declares, several [system] tables).
     """
     dirs = [builtin_dir()]
     env = os.environ.get("DNPC2OTEL_CONVERTERS")
@@ -211,27 +219,53 @@ def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
         for path in sorted(d.glob("*.toml")):
             definition = load(path)
             by_name[definition.name] = definition
-    return list(by_name.values())
+    definitions = list(by_name.values())
+    _system_of(definitions)
+    context_types(definitions)
+    return definitions
 
 
 def load_catalog(extra_dirs: list[Path] | None = None) -> Catalog:
     definitions = load_all(extra_dirs)
+    return Catalog(tuple(definitions), _system_of(definitions), context_types(definitions))
+
+
+def _system_of(definitions: list[Definition]) -> System:
     systems = [d for d in definitions if d.system]
     if len(systems) > 1:
         names = ", ".join(str(d.path) for d in systems)
         raise DefinitionError(f"several definitions declare a [system]: {names}; keep one")
-    system = systems[0].system if systems and systems[0].system else System()
-    return Catalog(tuple(definitions), system, context_types(definitions))
+    return systems[0].system if systems and systems[0].system else System()
 
 
 def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
+    """The context types the definitions declare; each parent and `max_children` type must be one of them."""
     types: dict[str, ContextType] = {}
+    declared_in: dict[str, Path] = {}
     for d in definitions:
         for name, ct in d.contexts.items():
             if name in types and types[name] != ct:
-                raise DefinitionError(f"{d.path}: context type {name!r} is declared differently elsewhere")
+                raise DefinitionError(f"{d.path}: context {name}: declared differently in {declared_in[name]}")
             types[name] = ct
+            declared_in.setdefault(name, d.path)
+    known = set(types) | {_system_of(definitions).root_context}
+    for d in definitions:
+        for name, ct in d.contexts.items():
+            for key, used in (("parents", ct.parents), ("max_children", tuple(ct.max_children))):
+                for t in used:
+                    if t not in known:
+                        raise DefinitionError(
+                            f"{d.path}: context {name}: key '{key}': unknown context type {t!r}"
+                            + (did_you_mean(t, known) or " (no definition declares it)")
+                        )
     return types
+
+
+class _Invalid(Exception):
+    """What is wrong with one entry of a definition (`load` adds the file): 'rule x: key 'match': …'."""
+
+    def __init__(self, entry: str, message: str) -> None:
+        super().__init__(f"{entry}: {message}" if entry else message)
 
 
 def load(path: Path) -> Definition:
@@ -239,35 +273,50 @@ def load(path: Path) -> Definition:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise DefinitionError(f"{path}: cannot read converter definition: {e}") from None
+    schema.check(path, raw)
     try:
         return _build(path, raw)
-    except (KeyError, TypeError, ValueError, re.error) as e:
+    except _Invalid as e:
+        raise DefinitionError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, re.error) as e:  # what the schema and the checks let through
         raise DefinitionError(f"{path}: invalid converter definition: {type(e).__name__}: {e}") from None
 
 
 def _build(path: Path, raw: dict[str, Any]) -> Definition:
     name = raw["name"]
-    formats = tuple(_format(f) for f in raw.get("formats", []))
+    formats = tuple(_format(f, i) for i, f in enumerate(raw.get("formats", [])))
+    _unique("format", [f.name for f in formats])
     if not formats and (raw.get("rules") or raw.get("queries")):
-        raise ValueError("rules and queries need at least one [[formats]] entry")
+        raise _Invalid("", "rules and queries need at least one [[formats]] entry")
     # the named groups of a format's file pattern are fields of all its records (executor label, block …)
     path_fields = {g for f in formats for g in f.files.groupindex}
     record_fields = {n for f in formats for n in f.record_fields}
     both = path_fields & record_fields
     if both:
-        raise ValueError(f"fields {sorted(both)} are both path groups and record fields; rename one")
+        raise _Invalid("", f"fields {sorted(both)} are both path groups and record fields; rename one")
     reserved = (path_fields | record_fields) & set(RESERVED_FIELDS)
     if reserved:
-        raise ValueError(f"fields {sorted(reserved)} are reserved names of record rows; rename them")
-    rules = tuple(_rule(r, path_fields | record_fields) for r in raw.get("rules", []))
-    rule_names = {r.name for r in rules}
-    for r in rules:
-        unknown = set(r.carry.source_rules) - rule_names if r.carry else set()
-        if unknown:
-            raise ValueError(f"rule {r.name}: carry from unknown rules {sorted(unknown)}")
+        raise _Invalid("", f"fields {sorted(reserved)} are reserved names of record rows; rename them")
+    raw_rules = raw.get("rules", [])
+    rules = tuple(_rule(r, i, path_fields, record_fields) for i, r in enumerate(raw_rules))
+    _unique("rule", [r.name for r in rules])
+    by_name = {r.name: r for r in rules}
+    formats_by_name = {f.name for f in formats}
+    for i, r in enumerate(rules):
+        _check_carry(r, i, by_name, path_fields | record_fields)
+        _check_templates(r, i, path_fields, record_fields)
+        _check_rule_samples(r, i, formats_by_name, path_fields | record_fields)
     queries = tuple(
         Query(q["name"], q["sql"], tuple(q.get("alternatives", []))) for q in raw.get("queries", [])
     )
+    _unique("query", [q.name for q in queries])
+    for i, sample in enumerate(raw.get("samples", [])):
+        for q in sample.get("expect", {}):
+            if q not in {x.name for x in queries}:
+                raise _Invalid(
+                    entry_name("sample", None, i),
+                    f"key 'expect': unknown query {q!r}{did_you_mean(q, [x.name for x in queries])}",
+                )
     contexts = {
         k: ContextType(
             name=k,
@@ -295,11 +344,19 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         queries=queries,
         contexts=contexts,
         samples=tuple(raw.get("samples", [])),
-        causality=tuple(_causality(c) for c in raw.get("causality", [])),
+        causality=tuple(_causality(c, i) for i, c in enumerate(raw.get("causality", []))),
         views=tuple((v["name"], v["sql"]) for v in raw.get("views", [])),
         summaries=tuple((v["label"], v["sql"]) for v in raw.get("summary", [])),
         system=_system(name, raw["system"]) if "system" in raw else None,
     )
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise _Invalid(entry_name(kind, None, i), f"key 'name': another {kind} is named {n!r}")
+        seen.add(n)
 
 
 def _system(name: str, s: dict[str, Any]) -> System:
@@ -315,27 +372,46 @@ def _system(name: str, s: dict[str, Any]) -> System:
     )
 
 
-def _causality(c: dict[str, Any]) -> Causality:
-    before_type, before_event = c["before"].split(".", 1)
-    after_type, after_event = c["after"].split(".", 1)
+def _causality(c: dict[str, Any], index: int) -> Causality:
+    ends = []
+    for key in ("before", "after"):
+        ctype, dot, event = c[key].partition(".")
+        if not (ctype and dot and event) or ":" in ctype or ctype.strip() != ctype:
+            raise _Invalid(entry_name("causality", None, index), f"key '{key}' must have the form 'type.event', "
+                           f"not {c[key]!r}")
+        ends.append((ctype, event))
+    (before_type, before_event), (after_type, after_event) = ends
     return Causality(before_type, before_event, after_type, after_event)
 
 
-def _format(f: dict[str, Any]) -> Format:
+def _regex(entry: str, key: str, pattern: str, re2: bool = True) -> re.Pattern[str]:
+    """A pattern Python compiles and, when it runs in DuckDB (`re2`), RE2 too."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise _Invalid(entry, f"key '{key}' is not a valid regular expression: {e}") from None
+    problem = re2_error(pattern) if re2 else None
+    if problem:
+        raise _Invalid(entry, f"key '{key}' is not a valid RE2 regular expression (DuckDB reads it): {problem}")
+    return compiled
+
+
+def _format(f: dict[str, Any], index: int) -> Format:
+    entry = entry_name("format", f.get("name"), index)
     kind = f["kind"]
     if kind not in KINDS:
-        raise ValueError(f"format {f.get('name')}: kind must be one of {KINDS}")
+        raise _Invalid(entry, f"key 'kind' must be one of {', '.join(KINDS)}")
+    files = _regex(entry, "files", f["files"], re2=False)
     record = f.get("record")
     if kind == "lines":
         if not record:
-            raise ValueError(f"format {f['name']}: a lines format needs a `record` pattern")
-        groups = set(re.compile(record).groupindex)
-        if "message" not in groups:
-            raise ValueError(f"format {f['name']}: the record pattern needs a (?P<message>…) group")
-    return Format(
+            raise _Invalid(entry, "a lines format needs a `record` pattern")
+        if "message" not in _regex(entry, "record", record).groupindex:
+            raise _Invalid(entry, "key 'record' needs a (?P<message>…) group")
+    fmt = Format(
         name=f["name"],
         kind=kind,
-        files=re.compile(f["files"]),
+        files=files,
         record=record,
         fields=dict(f.get("fields", {})),
         time=f.get("time"),
@@ -347,20 +423,37 @@ def _format(f: dict[str, Any]) -> Format:
         message_prefix=f.get("message_prefix"),
         tables=tuple(f.get("tables", [])),
     )
+    if kind != "sqlite":
+        for key in ("time", "local_time"):
+            value = f.get(key)
+            if value is not None and value not in fmt.record_fields:
+                raise _Invalid(entry, f"key '{key}': {value!r} is not a record field of the format"
+                               + did_you_mean(value, fmt.record_fields))
+    unknown = sorted(fields_of(fmt.clock or "") - set(files.groupindex))
+    if unknown:
+        raise _Invalid(entry, f"key 'clock': {unknown[0]!r} is not a path group of 'files'"
+                       + did_you_mean(unknown[0], files.groupindex))
+    return fmt
 
 
-def _rule(r: dict[str, Any], record_fields: set[str]) -> Rule:
-    pattern = re.compile(r["match"])
+def _rule(r: dict[str, Any], index: int, path_fields: set[str], record_fields: set[str]) -> Rule:
+    entry = entry_name("rule", r.get("name"), index)
+    pattern = _regex(entry, "match", r["match"])
     groups = tuple(sorted(pattern.groupindex, key=pattern.groupindex.__getitem__))
+    input_field = r.get("field", "message")
+    if "field" in r and input_field not in record_fields | path_fields:
+        raise _Invalid(entry, f"key 'field': {input_field!r} is not a record field"
+                       + did_you_mean(input_field, record_fields | path_fields))
     carry = None
     if "carry" in r:
         c = r["carry"]
         sources = (c["from"],) if isinstance(c["from"], str) else tuple(c["from"])
         carry = Carry(sources, tuple(c["key"]), tuple(c["fields"]), c.get("direction", "previous"))
         if carry.direction not in ("previous", "next"):
-            raise ValueError(f"rule {r['name']}: carry direction is 'previous' or 'next'")
-    emits = tuple(
-        Emit(
+            raise _Invalid(entry, "key 'carry.direction' must be one of 'previous', 'next'")
+    emits = []
+    for e in r["emit"]:
+        emits.append(Emit(
             context=e["context"],
             event=e.get("event"),
             attributes=dict(e.get("attributes", {})),
@@ -372,29 +465,83 @@ def _rule(r: dict[str, Any], record_fields: set[str]) -> Rule:
             where=e.get("where"),
             each=dict(e.get("each", {})),
             bounds=bool(e.get("bounds", True)),
-        )
-        for e in r["emit"]
-    )
-    known = set(groups) | set(r.get("derive", {})) | set(carry.fields if carry else ()) | record_fields
-    for e in emits:
-        if ":" not in e.context:
-            raise ValueError(f"rule {r['name']}: context {e.context!r} must be 'type:id-template'")
+        ))
+    for j, e in enumerate(emits):
+        where = f"{entry} emit {j + 1}"
+        for key in ("context", "parent", "link"):
+            value = getattr(e, key)
+            if value is not None and ":" not in value:
+                raise _Invalid(where, f"key '{key}' must have the form 'type:{{id template}}', not {value!r}")
         if e.link and not e.relation:
-            raise ValueError(f"rule {r['name']}: a link needs a relation")
-        templates = [e.context, e.event or "", e.parent or "", e.link or "", e.alias or ""]
-        templates += list(e.attributes.values()) + list(e.event_attributes.values())
-        used = set().union(*(fields_of(t) for t in templates))
-        unknown = used - known - set(e.each)
-        if unknown:
-            raise ValueError(f"rule {r['name']}: unknown fields {sorted(unknown)} in templates")
+            raise _Invalid(where, "key 'link' needs a 'relation'")
     return Rule(
         name=r["name"],
         match=r["match"],
         groups=groups,
-        emit=emits,
-        input_field=r.get("field", "message"),
+        emit=tuple(emits),
+        input_field=input_field,
         logger=r.get("logger"),
         derive=dict(r.get("derive", {})),
         carry=carry,
         samples=tuple(r.get("samples", [])),
     )
+
+
+def _check_templates(rule: Rule, index: int, path_fields: set[str], record_fields: set[str]) -> None:
+    """Every {field} of an emit's templates is a field of the rule's rows (else it would be NULL: no output)."""
+    carried = set(rule.carry.fields) if rule.carry else set()
+    own = set(rule.groups) | set(rule.derive) | carried
+    for j, e in enumerate(rule.emit):
+        where = f"{entry_name('rule', rule.name, index)} emit {j + 1}"
+        templates = [(k, getattr(e, k)) for k in ("context", "event", "parent", "link", "alias")]
+        templates += [(schema.key_name(["attributes", k]), t) for k, t in e.attributes.items()]
+        templates += [(schema.key_name(["event_attributes", k]), t) for k, t in e.event_attributes.items()]
+        fields = own | set(e.each) | record_fields | path_fields
+        for key, template in templates:
+            unknown = sorted(fields_of(template or "") - fields)
+            if unknown:
+                # the rule's own fields first: {run_di} is more likely {run_id} than the path group {rundir}
+                match = close_match(unknown[0], own | set(e.each)) or close_match(unknown[0], fields)
+                raise _Invalid(where, f"key '{key}': unknown field {unknown[0]!r} " + (
+                    f"(did you mean {match!r}?)" if match
+                    else "(not a group of 'match', a derived, carried, each, record or path field)"
+                ))
+
+
+def _check_carry(rule: Rule, index: int, rules: dict[str, Rule], columns: set[str]) -> None:
+    """A carry takes fields of the staged matches of other rules: their groups, record and path fields."""
+    c = rule.carry
+    if c is None:
+        return
+    entry = entry_name("rule", rule.name, index)
+    own = set(rule.groups) | columns | set(RESERVED_FIELDS)
+    for source in c.source_rules:
+        if source not in rules:
+            raise _Invalid(entry, f"key 'carry.from': unknown rule {source!r}"
+                           + did_you_mean(source, [r for r in rules if r != rule.name]))
+        lender = set(rules[source].groups) | columns | set(RESERVED_FIELDS)
+        for key, names in (("carry.key", c.key), ("carry.fields", c.fields)):
+            for n in names:
+                if n not in lender:
+                    match = close_match(n, rules[source].groups) or close_match(n, lender)
+                    raise _Invalid(entry, f"key '{key}': rule {source} has no field {n!r}"
+                                   + (f" (did you mean {match!r}?)" if match else ""))
+        for n in c.key:
+            if n not in own:
+                raise _Invalid(entry, f"key 'carry.key': this rule has no field {n!r}" + did_you_mean(n, own))
+
+
+def _check_rule_samples(rule: Rule, index: int, formats: set[str], columns: set[str]) -> None:
+    """A sample names a format of the definition; a legacy `message` sample gives record fields and path groups."""
+    keys = schema.rule_sample_keys()
+    for j, sample in enumerate(rule.samples):
+        entry = f"{entry_name('rule', rule.name, index)} sample {j + 1}"
+        name = sample.get("format")
+        if name is not None and name not in formats:
+            raise _Invalid(entry, f"key 'format': no format is named {name!r}" + did_you_mean(name, formats))
+        if "message" in sample:
+            for k in sample:
+                if k not in keys and k not in columns:
+                    raise _Invalid(entry, unknown_key(k, [*keys, *columns]) + (
+                        "" if close_match(k, [*keys, *columns]) else " (not a sample key, record field or path group)"
+                    ))
