@@ -41,12 +41,16 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
         SELECT ck,
                arg_min(s, (priority, converter)) AS s,
                -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
-               CASE WHEN bool_or(inc.ck IS NOT NULL) THEN max(e) ELSE arg_min(e, (priority, converter)) END AS e,
+               -- (a resource sample or a status echo included: bounds=false says "not a transition", not "dead")
+               CASE WHEN bool_or(inc.ck IS NOT NULL) THEN greatest(max(e), any_value(inc.last_t))
+                    ELSE arg_min(e, (priority, converter)) END AS e,
                arg_min(converter, (priority, converter)) AS bounds_source,
                count(*) AS n_sources,
                (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
         FROM source_bounds
-        LEFT JOIN (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') inc USING (ck)
+        LEFT JOIN (SELECT i.ck, max(o.t) AS last_t
+                   FROM (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') i
+                   JOIN obs_t o USING (ck) GROUP BY i.ck) inc USING (ck)
         GROUP BY ck
         """
     )

@@ -100,8 +100,11 @@ def run_table(con: duckdb.DuckDBPyConnection, system: System) -> None:
                (SELECT string_agg(dir, ',' ORDER BY dir) FROM run_dir d WHERE d.run = s.run) AS run_dir,
                i.trace_id,
                -- a zone name has no single offset: the one in force at the run's first local time
-               (coalesce(c.offset_ns, (SELECT arg_min(o.local_ns - o.t, o.local_ns) FROM obs_t o
-                                       WHERE o.run = s.run AND o.time_ns IS NULL AND o.local_ns IS NOT NULL))
+               -- (from the zone's rules, not from the resolved times: skew correction may have moved those)
+               (coalesce(c.offset_ns,
+                         (SELECT min(o.local_ns) FROM obs_t o WHERE o.run = s.run AND o.time_ns IS NULL)
+                         - epoch_ns(timezone(c.tz, make_timestamp(
+                             (SELECT min(o.local_ns) FROM obs_t o WHERE o.run = s.run AND o.time_ns IS NULL) // 1000))))
                 // 1000000000)::INTEGER AS utc_offset_seconds, c.tz AS timezone, c.offset_source,
                w.start_time_unix_nano, w.end_time_unix_nano,
                (SELECT count(*) FROM spans_out x WHERE x.run = s.run) AS spans,
