@@ -290,6 +290,7 @@ def _format(f: dict[str, Any], index: int) -> Format:
         multiline=bool(f.get("multiline", False)),
         message_prefix=f.get("message_prefix"),
         tables=tuple(f.get("tables", [])),
+        columns={t: tuple(cols) for t, cols in f.get("columns", {}).items()},
     )
     if kind != "sqlite":
         for key in ("time", "local_time"):

@@ -60,6 +60,7 @@ class Format:
     multiline: bool = False
     message_prefix: str | None = None  # lines: literal text just before the message (enables prefiltering)
     tables: tuple[str, ...] = ()  # sqlite: the tables the queries read
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # sqlite: columns added as NULL if absent
 
     @property
     def record_fields(self) -> tuple[str, ...]:

@@ -110,7 +110,7 @@ class Observer:
             self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
             return
         try:
-            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables, SQLITE_SCHEMA)
+            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables, SQLITE_SCHEMA, f.format.columns)
         finally:
             db.close()
         for w in warnings:

@@ -36,12 +36,18 @@ def open_sqlite(path: Path) -> sqlite3.Connection:
 
 
 def load_sqlite_tables(
-    con: duckdb.DuckDBPyConnection, db: sqlite3.Connection, tables: tuple[str, ...], schema: str = SQLITE_SCHEMA
+    con: duckdb.DuckDBPyConnection,
+    db: sqlite3.Connection,
+    tables: tuple[str, ...],
+    schema: str = SQLITE_SCHEMA,
+    columns: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[int, list[str]]:
     """Copy the named SQLite tables, as they are (plus `_rowid`), into a DuckDB schema (sqlite_source).
 
     Rows travel in Arrow batches; every mapping to observations then runs as DuckDB SQL, vectorised.
-    Returns (rows copied, warnings). A table the database lacks (an older schema) is simply absent.
+    Returns (rows copied, warnings). A table the database lacks (an older schema) is absent, unless the
+    format declares its `columns`: then every declared column (or table) an older release lacks is NULL,
+    so that one query reads every release (Parsl 1.1 has no resource.psutil_cpu_num, say).
     """
     con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     con.execute(f"CREATE SCHEMA {schema}")
@@ -77,7 +83,25 @@ def load_sqlite_tables(
                 con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
         except (sqlite3.Error, duckdb.Error, pa.ArrowException) as e:
             warnings.append(f"table {table} is unreadable ({first_line(e)}); its rows are missing")
+    _add_absent_columns(con, schema, columns or {})
     return total, warnings
+
+
+def _add_absent_columns(con: duckdb.DuckDBPyConnection, schema: str, columns: dict[str, tuple[str, ...]]) -> None:
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = ?", [schema]
+    ).fetchall():
+        have.setdefault(table, set()).add(column)
+    for table, wanted in columns.items():
+        target = f"{schema}.{quote_ident(table)}"
+        if table not in have:
+            cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(c)}" for c in ("_rowid", *wanted))
+            con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
+            continue
+        for c in wanted:
+            if c not in have[table]:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(c)} VARCHAR")
 
 
 def _arrow_column(values: tuple) -> pa.Array:
