@@ -230,7 +230,7 @@ def _worst(counts: list[tuple[str, int]], most: int = 3) -> str:
     top = sorted(((n, src) for src, n in counts if n), reverse=True)
     if not top:
         return ""
-    more = ", …" if len(top) > most else ""
+    more = f", {len(top) - most} more" if len(top) > most else ""
     return " (" + ", ".join(f"{src} {n}" for n, src in top[:most]) + more + ")"
 
 

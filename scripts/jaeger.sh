@@ -17,8 +17,13 @@
 # Limitation: a source build embeds a placeholder page instead of the React UI; the HTTP
 # APIs (/api/v3/..., /api/traces/..., /api/services) work normally.
 #
+# Build cost on a 2-core machine with empty Go module and build caches: about 4 minutes (measured:
+# 3m54s, ~320 modules). The first build writes its output to build.log beside the binary and prints a
+# few progress lines on stderr; stdout carries only the binary's path.
+#
 # Environment:
 #   DNPC2OTEL_CACHE   cache root (default: $HOME/.cache/dnpc2otel)
+#   DNPC2OTEL_PROGRESS_SECONDS   seconds between progress lines of a build (default: 15)
 #   GOMODCACHE/GOCACHE/GOPROXY are respected (default: the user's normal Go settings).
 set -euo pipefail
 
@@ -49,16 +54,15 @@ do_build() {
     cached_or_locked "${BIN}" "${INSTALL_DIR}" \
         "install Go >= 1.24.6 (or use Docker image jaegertracing/jaeger:${JAEGER_V2_VERSION#v})" && return 0
 
-    log "building Jaeger ${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}); first build takes a few minutes..."
-
     # Use our own Go toolchain; never auto-download another one (go.mod asks for go1.25.x).
     export GOTOOLCHAIN=local GO111MODULE=on CGO_ENABLED=0
     export GOFLAGS="-mod=readonly -buildvcs=false"  # deps verified by the module's go.sum
+    begin_build "${INSTALL_DIR}" "Jaeger ${JAEGER_V2_VERSION} (module ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION})"
 
-    local moddir
-    moddir="$(go mod download -json "${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}" \
-        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    [[ -n "${moddir}" && -f "${moddir}/go.mod" ]] || die 1 "go mod download ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION} failed"
+    local info moddir
+    info="$(fetch_module "${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}")"
+    moddir="$(json_field Dir <<<"${info}")"
+    [[ -n "${moddir}" && -f "${moddir}/go.mod" ]] || build_failed "go mod download ${JAEGER_MODULE}@${JAEGER_MODULE_VERSION}"
 
     local vpkg="${JAEGER_MODULE}/internal/version"
     build_module "${moddir}" ./cmd/jaeger \
