@@ -94,7 +94,12 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
 
     The sample's lines go into a `lines` table as a file's would; they are parsed by the format's record
     SQL (with the prefilter replay uses), staged by every rule of the definition (so that `carry` finds its
-    lenders among the sample's lines), and emitted; the observations of the sample's rule are checked.
+    lenders among the sample's lines), and emitted; the observations of the sample's rule are checked: their
+    number (`expect`), and `attributes`, each of which one of them must hold. Besides its attributes an
+    observation holds `dnpc.context_type` and `dnpc.context_id` (as its span will), and for a relation
+    `dnpc.relation` and `dnpc.linked_context` ("type:id", as its span link will): a carried value that
+    only shows in an id can be asserted too. Every line must be a record of the format: a line that is not
+    (a continuation of a multi-line record) reaches no rule, and fails the sample.
     """
     raw, problem = _sample_lines(sample)
     label = (raw[0] if raw else str(sample.get("message", "")))[:200]
@@ -120,11 +125,16 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
             return fail(f"line {bad[0]} {what} of format {source.format.name}")
         create_stage(con, OBSERVED)
         stage_records(con, source, _SAMPLE_CLOCK, tables, created)
+        # as replay does, every rule emits; a rule that matched none of the lines emits nothing (its own
+        # samples check its SQL), so only the sample's rule and those that matched are run
         for r in definition.rules:
-            if tables[r.name] in created:
+            t = tables[r.name]
+            if t in created and (r is rule or con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]):
                 emit_rule(con, definition, r, tables, created)
         rows = con.execute(
-            f"SELECT attributes FROM {OBSERVED}.observations WHERE rule = ? ORDER BY rowid", [rule.name]
+            f"SELECT attributes, context_type, context_id, relation, related_type, related_id "
+            f"FROM {OBSERVED}.observations WHERE rule = ? ORDER BY rowid",
+            [rule.name],
         ).fetchall()
     except duckdb.Error as e:
         return fail(f"SQL error: {first_line(e)}")
@@ -135,13 +145,21 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
     expect = int(sample.get("expect", 1))
     if len(rows) != expect:
         return fail(f"expected {expect} observations of rule {rule.name}, got {len(rows)}")
-    got: dict = {}
-    for (a,) in rows:
-        got.update(json.loads(a) if a else {})
+    observed = [_observed_attributes(*row) for row in rows]
     for k, v in sample.get("attributes", {}).items():
-        if got.get(k) != v:
-            return fail(f"attribute {k}: expected {v!r}, got {got.get(k)!r}")
+        if not any(o.get(k) == v for o in observed):
+            seen = sorted({repr(o[k]) for o in observed if k in o}) or ["none"]
+            return fail(f"attribute {k}: expected {v!r}, got {', '.join(seen)}")
     return SampleResult(definition.name, rule.name, label, True)
+
+
+def _observed_attributes(attributes, ctype, cid, relation, rtype, rid) -> dict:
+    """An observation's attributes, with its context and relation as its span and link will name them."""
+    out = json.loads(attributes) if attributes else {}
+    out["dnpc.context_type"], out["dnpc.context_id"] = ctype, cid
+    if relation:
+        out["dnpc.relation"], out["dnpc.linked_context"] = relation, f"{rtype}:{rid}"
+    return out
 
 
 def _sample_lines(sample: dict) -> tuple[list[str], str | None]:
