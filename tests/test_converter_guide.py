@@ -58,7 +58,7 @@ def test_guide_documents_every_schema_key():
 
     defs = schema.get("$defs", {})
     wanted = set()
-    for name in ("format", "rule", "emit", "context"):
+    for name in ("system", "context_type", "format", "rule", "emit", "rule_sample", "query", "db_sample"):
         wanted |= keys(defs.get(name, {}))
     missing = sorted(k for k in wanted if f"`{k}`" not in text)
     assert wanted and not missing, missing

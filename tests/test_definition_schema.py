@@ -173,8 +173,6 @@ def _mini(tmp_path: Path, sample: str) -> Path:
     '{ release = "1.0", line = "INFO hello bob" }',
     '{ release = "1.0", lines = ["INFO hello bob", "INFO hello ann"], file = "pool/mini.log", format = "text", '
     'expect = 2, attributes = { x = 1 }, origin = "a real run", note = "two lines" }',
-    # legacy: the message alone, with record fields and path groups
-    '{ release = "1.0", message = "hello bob", level = "INFO", executor = "pool", expect = 1 }',
 ])
 def test_valid_samples(tmp_path, sample):
     assert load(_mini(tmp_path, sample)).rules[0].samples
@@ -185,12 +183,11 @@ def test_valid_samples(tmp_path, sample):
     ('{ release = "1.0" }', "needs exactly one of 'line' (one raw line) or 'lines' (consecutive raw lines)"),
     ('{ release = "1.0", line = "INFO hello bob", lines = ["INFO hello bob"] }',
      "needs exactly one of 'line' (one raw line) or 'lines' (consecutive raw lines)"),
-    ('{ release = "1.0", message = "hello bob", line = "INFO hello bob" }',
-     "'message' (legacy) excludes 'line' and 'lines'"),
-    # record fields as keys only with the legacy `message`
+    # the message alone is not a sample any more: the whole line is
+    ('{ release = "1.0", message = "hello bob" }', "unknown key 'message'"),
     ('{ release = "1.0", line = "INFO hello bob", level = "INFO" }', "unknown key 'level'"),
-    ('{ release = "1.0", message = "hello bob", levle = "INFO" }', "unknown key 'levle' (did you mean 'level'?)"),
-    ('{ release = "1.0", message = "hello bob", level = 3 }', "key 'level' must be a string, not 3"),
+    ('{ release = "1.0", line = "INFO hello bob", fiel = "pool/mini.log" }',
+     "unknown key 'fiel' (did you mean 'file'?)"),
     ('{ release = "1.0", line = "INFO hello bob", expect = "one" }', "key 'expect' must be an integer, not 'one'"),
     ('{ release = "1.0", line = "INFO hello bob", expect = -1 }', "key 'expect' must be at least 0, not -1"),
     ('{ release = "1.0", lines = [] }', "key 'lines' must not be empty"),
@@ -259,8 +256,7 @@ def test_schema_closes_and_describes_every_table():
             if isinstance(sub, dict) and sub and "$ref" not in sub and "description" not in sub:
                 undescribed.append(f"{where}/{key}")
     assert not undescribed
-    # rule samples are closed by their if/then/else branches (record fields only with the legacy `message`)
-    assert open_tables == ["#/$defs/rule_sample"]
+    assert open_tables == []
 
 
 def test_a_schema_that_is_not_valid_fails_its_check():

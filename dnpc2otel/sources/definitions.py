@@ -38,7 +38,7 @@ from .model import (
     Rule,
     System,
 )
-from .schema import close_match, did_you_mean, entry_name, re2_error, unknown_key
+from .schema import close_match, did_you_mean, entry_name, re2_error
 from .templates import fields_of
 
 __all__ = [
@@ -401,16 +401,9 @@ def _check_carry(rule: Rule, index: int, rules: dict[str, Rule], columns: set[st
 
 
 def _check_rule_samples(rule: Rule, index: int, formats: set[str], columns: set[str]) -> None:
-    """A sample names a format of the definition; a legacy `message` sample gives record fields and path groups."""
-    keys = schema.rule_sample_keys()
+    """A sample that names a format names one of the definition's."""
     for j, sample in enumerate(rule.samples):
         entry = f"{entry_name('rule', rule.name, index)} sample {j + 1}"
         name = sample.get("format")
         if name is not None and name not in formats:
             raise _Invalid(entry, f"key 'format': no format is named {name!r}" + did_you_mean(name, formats))
-        if "message" in sample:
-            for k in sample:
-                if k not in keys and k not in columns:
-                    raise _Invalid(entry, unknown_key(k, [*keys, *columns]) + (
-                        "" if close_match(k, [*keys, *columns]) else " (not a sample key, record field or path group)"
-                    ))

@@ -217,7 +217,7 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
     except sqlite3.Error as e:
         return [SampleResult(definition.name, "samples", release, False, f"sample SQL: {e}")]
     fmt = next(f for f in definition.formats if f.kind == "sqlite")
-    _, warnings = load_sqlite_tables(con, db, fmt.tables)
+    _, warnings = load_sqlite_tables(con, db, fmt.tables, columns=fmt.columns)
     db.close()
     if warnings:
         return [SampleResult(definition.name, "samples", release, False, "; ".join(warnings))]

@@ -103,7 +103,7 @@ def describe(raw: dict[str, Any], error: ValidationError) -> tuple[str, str]:
     if v == "type":
         below = list(error.relative_schema_path)[-2:-1]
         if below == ["additionalProperties"] and parts and isinstance(parts[-1], str):
-            # a key beyond the declared ones (record fields of a legacy sample): a misspelled known key?
+            # a key beyond the declared ones: a misspelled known key?
             known = list(_schema_at(list(error.absolute_schema_path)[:-2]).get("properties", {}))
             if close_match(parts[-1], known):
                 return entry, unknown_key(parts[-1], known, parts[:-1])
@@ -262,8 +262,3 @@ def re2_error(pattern: str) -> str | None:
         except duckdb.Error as e:
             return first_line(e).removeprefix("Invalid Input Error: ")
     return None
-
-
-def rule_sample_keys() -> tuple[str, ...]:
-    """The keys the schema declares for rule samples (legacy `message` samples may add record fields)."""
-    return tuple(schema()["$defs"]["rule_sample"]["properties"])
