@@ -94,6 +94,10 @@ class Observer:
         row = self.con.execute("SELECT count(*) FROM lines").fetchone()
         st.lines = int(row[0]) if row else 0
         st.records, st.not_understood = count_records(self.con, f.format)
+        if st.records == 0 and st.not_understood:
+            # a logging format no definition knows (a user's own, a release not read yet): say so, go on
+            st.warning = f"no line is in the {f.definition.name} format {f.format.name!r} ({st.not_understood} lines)"
+            self.on_warning(f"{f.rel}: {st.warning}; file skipped")
         stage_records(self.con, f, self.default_clock, tables, created)
         st.records_used = records_used(self.con, f.rel, tables, created)
         self.con.execute("DROP TABLE IF EXISTS lines")
