@@ -128,7 +128,7 @@ CLAIMS = textwrap.dedent(r"""
     name = "claim"
     match = '^thing (?P<x>\S+) belongs to task (?P<t>\d+)$'
     emit = [{ context = "thing:{x}", event = "claimed", parent = "task:{t}" }]
-    samples = [{ release = "test", message = "thing a belongs to task 1", expect = 1 }]
+    samples = [{ release = "test", line = "1795291150.0 thing a belongs to task 1", expect = 1 }]
 """)
 
 
