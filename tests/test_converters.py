@@ -102,7 +102,7 @@ def test_a_line_that_does_not_match_the_record_pattern_fails():
     [res] = _check_rule(d, "parsl_version", [dict(sample, line=message)])
     assert not res.ok and res.detail == "line 1 does not match the record pattern of format text"
     seq = next(s for s in _rule(d, "task_state").samples if len(s.get("lines", [])) == 2)
-    [res] = _check_rule(d, "task_state", [dict(seq, lines=[seq["lines"][0], seq["lines"][1][18:]])])
+    [res] = _check_rule(d, "task_state", [dict(seq, lines=[seq["lines"][0], seq["lines"][1][38:]])])
     assert not res.ok and res.detail == "line 2 does not match the record pattern of format text"
 
 
