@@ -49,3 +49,36 @@ def test_every_task_of_an_old_database_is_named_by_its_app(drop, tmp_path):
     want = db_tasks(run_dir / "monitoring.db")
     assert len(want) == 224
     assert task_spans(tmp_path / "old.duckdb") == want
+
+
+def test_a_database_before_the_try_table_gives_one_try_per_task(tmp_path):
+    """Parsl 0.9/1.0 schema (no try table; the task row holds executor, host and running time), made from
+    the real 1.1 database by moving each task's first try into its task row, as those releases stored it."""
+    run_dir = tmp_path / "runinfo"
+    shutil.copytree(EEPS_DB, run_dir)
+    db = sqlite3.connect(run_dir / "monitoring.db")
+    db.executescript("""
+        CREATE TABLE task_old AS
+        SELECT t.task_id, t.run_id, t.task_depends, y.task_executor, t.task_func_name,
+               t.task_time_invoked AS task_time_submitted, y.task_try_time_running AS task_time_running,
+               t.task_time_returned, t.task_memoize, t.task_hashsum, t.task_inputs, t.task_outputs, t.task_stdin,
+               t.task_stdout, t.task_stderr, y.hostname, t.task_fail_count, y.task_fail_history
+        FROM task t JOIN try y ON y.run_id = t.run_id AND y.task_id = t.task_id AND y.try_id = 0;
+        DROP TABLE task; ALTER TABLE task_old RENAME TO task;
+        DROP TABLE try; DROP TABLE block;
+        ALTER TABLE status DROP COLUMN try_id;
+    """)
+    db.commit()
+    returned = dict(((r, t), ret) for r, t, ret in db.execute("SELECT run_id, task_id, task_time_returned FROM task"))
+    db.close()
+    out = tmp_path / "v10.duckdb"
+    summary = replay(run_dir, out)
+    assert not summary.warnings, summary.warnings
+    assert task_spans(out) == db_tasks(run_dir / "monitoring.db")
+    with duckdb.connect(str(out), read_only=True) as c:
+        tries = c.execute("""SELECT attributes->>'$."parsl.run_id"', CAST(attributes->>'$."parsl.task.id"' AS INT),
+                                    attributes->>'$."dnpc.inferred"', end_time_unix_nano
+                             FROM spans WHERE context_type = 'try'""").fetchall()
+    assert len(tries) == len(returned) == 224
+    assert all(inferred and inferred.startswith("try id: one try per task") for _, _, inferred, _ in tries)
+    assert sum(returned[(r, t)] is not None for r, t, _, _ in tries) > 200
