@@ -101,10 +101,7 @@ def run_table(con: duckdb.DuckDBPyConnection, system: System) -> None:
                i.trace_id,
                -- a zone name has no single offset: the one in force at the run's first local time
                -- (from the zone's rules, not from the resolved times: skew correction may have moved those)
-               (coalesce(c.offset_ns,
-                         (SELECT min(o.local_ns) FROM obs_t o WHERE o.run = s.run AND o.time_ns IS NULL)
-                         - epoch_ns(timezone(c.tz, make_timestamp(
-                             (SELECT min(o.local_ns) FROM obs_t o WHERE o.run = s.run AND o.time_ns IS NULL) // 1000))))
+               (coalesce(c.offset_ns, f.local_ns - epoch_ns(timezone(c.tz, make_timestamp(f.local_ns // 1000))))
                 // 1000000000)::INTEGER AS utc_offset_seconds, c.tz AS timezone, c.offset_source,
                w.start_time_unix_nano, w.end_time_unix_nano,
                (SELECT count(*) FROM spans_out x WHERE x.run = s.run) AS spans,
@@ -114,6 +111,8 @@ def run_table(con: duckdb.DuckDBPyConnection, system: System) -> None:
         JOIN ctx_id i ON i.run = s.run AND i.type = {quote_literal(system.root_context)} AND i.id = ''
         JOIN run_clock c ON c.run = s.run
         JOIN spans_out w ON w.run = s.run AND w.span_id = i.span_id
+        LEFT JOIN (SELECT run, min(local_ns) AS local_ns FROM obs_t WHERE time_ns IS NULL GROUP BY run) f
+          ON f.run = s.run
         """
     )
 

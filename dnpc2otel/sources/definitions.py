@@ -75,6 +75,11 @@ def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
     A user definition with the name of a built-in one replaces it. The definitions are checked together
     too (context types declared differently, parents no definition declares, several [system] tables).
     """
+    return list(load_catalog(extra_dirs).definitions)
+
+
+def load_catalog(extra_dirs: list[Path] | None = None) -> Catalog:
+    """The definitions of load_all, checked together, with their system and context types."""
     dirs = [builtin_dir()]
     env = os.environ.get("DNPC2OTEL_CONVERTERS")
     if env:
@@ -88,13 +93,6 @@ def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
             definition = load(path)
             by_name[definition.name] = definition
     definitions = list(by_name.values())
-    _system_of(definitions)
-    context_types(definitions)
-    return definitions
-
-
-def load_catalog(extra_dirs: list[Path] | None = None) -> Catalog:
-    definitions = load_all(extra_dirs)
     return Catalog(tuple(definitions), _system_of(definitions), context_types(definitions))
 
 

@@ -42,7 +42,6 @@ def check_definition(definition: Definition) -> list[SampleResult]:
     results: list[SampleResult] = []
     con = duckdb.connect()
     try:
-        _check_sql_compiles(con, definition, results)
         _check_views_bind(con, definition, results)
         for sample in definition.samples:
             results += _check_sqlite_sample(con, definition, sample)
@@ -54,15 +53,6 @@ def check_definition(definition: Definition) -> list[SampleResult]:
     finally:
         con.close()
     return results
-
-
-def _check_sql_compiles(con: duckdb.DuckDBPyConnection, definition: Definition, results: list) -> None:
-    for fmt in definition.formats:
-        if fmt.record:
-            try:
-                con.execute("SELECT regexp_matches('x', ?)", [fmt.record]).fetchone()
-            except duckdb.Error as e:
-                results.append(SampleResult(definition.name, f"format {fmt.name}", "", False, f"record pattern: {e}"))
 
 
 def _check_views_bind(con: duckdb.DuckDBPyConnection, definition: Definition, results: list) -> None:

@@ -79,12 +79,17 @@ def load_sqlite_tables(
                 con.unregister(f"{schema}_batch")
                 total += len(rows)
             if not created:  # an empty table still has its columns, for the queries to bind
-                cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(n)}" for n in names)
-                con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
+                _empty_table(con, target, names)
         except (sqlite3.Error, duckdb.Error, pa.ArrowException) as e:
             warnings.append(f"table {table} is unreadable ({first_line(e)}); its rows are missing")
     _add_absent_columns(con, schema, columns or {})
     return total, warnings
+
+
+def _empty_table(con: duckdb.DuckDBPyConnection, target: str, columns: list[str]) -> None:
+    """A table with these (VARCHAR) columns and no row, for the queries to bind against."""
+    cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(c)}" for c in columns)
+    con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
 
 
 def _add_absent_columns(con: duckdb.DuckDBPyConnection, schema: str, columns: dict[str, tuple[str, ...]]) -> None:
@@ -96,8 +101,7 @@ def _add_absent_columns(con: duckdb.DuckDBPyConnection, schema: str, columns: di
     for table, wanted in columns.items():
         target = f"{schema}.{quote_ident(table)}"
         if table not in have:
-            cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(c)}" for c in ("_rowid", *wanted))
-            con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
+            _empty_table(con, target, ["_rowid", *wanted])
             continue
         for c in wanted:
             if c not in have[table]:
