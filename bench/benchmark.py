@@ -1,14 +1,18 @@
-"""Conversion speed and memory of `dnpc2otel replay`, as ratios against a baseline measured beside it.
+"""Speed and memory of dnpc2otel on a real run scaled up, each against a floor measured beside it.
 
-    python bench/benchmark.py [--tasks 100000] [--log-mb 2000] [--keep DIR]
+    python bench/benchmark.py [--tasks 20000] [--runs 1] [--keep DIR] [--json FILE] [--template DIR]
 
-1. Makes a synthetic run_dir in the shapes of a real Parsl 2026 run (parsl.log with the DataFlowKernel's
-   own message templates and DEBUG noise up to --log-mb, and a monitoring.db with task/try/status rows).
-2. Baseline: the time DuckDB takes merely to read every log line and run one regular expression over it
-   (what any converter must at least do), and the time to read the SQLite tables.
-3. Runs `dnpc2otel replay` in a child process and reports its wall time, its ratio to the baseline, peak
-   resident memory, and throughput. The target: 100,000 tasks and 2 GB of logs in ~10 s on 2 cores.
-Ratios, not seconds, are what to compare between machines and commits.
+1. bench/scale.py makes the input from a real Parsl run (default: bench/template, Parsl 2026.10.26 HTEX with
+   worker_debug): --tasks per run as copies of the template's tasks, --runs runs sharing one monitoring.db.
+   With --keep DIR the input is made there once and reused by later calls with the same arguments.
+2. Then, each in its own child process (peak RSS from wait4 for that process alone):
+   - floor:  DuckDB reading every line of every log file + sqlite3 reading every monitoring.db row;
+   - replay: `dnpc2otel replay RUN_DIR --duckdb DB -q` (wall, peak RSS, time per stage and step);
+   - export: `dnpc2otel export DB` over OTLP/HTTP to a receiver that discards what it reads (a child too);
+   - sdk:    the same spans as OpenTelemetry SDK ReadableSpans through the SDK's OTLP encoder, to the same
+             receiver (bench/sdk_export.py).
+3. Prints the results with ratios (replay / floor, export / SDK path) and writes them as JSON (--json).
+Compare ratios, not seconds, between machines and commits. No unit test times anything: speed is judged here.
 """
 
 from __future__ import annotations
@@ -16,175 +20,211 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import resource
+import platform
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-T0 = 1_795_291_145.0
-HEAD = "MainProcess-1736 MainThread-140144885656448"
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))  # this checkout's dnpc2otel, also for the generator's replay of its template
+
+import scale  # noqa: E402 - bench/, beside this file
+
+# issue 12's targets for its 100,550-task campaign (50 runs of 2,011 tasks): for reference next to the results
+TARGETS = {"replay_s": 10, "replay_peak_rss_mib": 1536, "replay_to_floor": 10, "export_s": 15,
+           "export_peak_rss_mib": 1024}
 
 
-def _line(t: float, logger: str, func: str, level: str, msg: str) -> str:
-    local = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{t:.6f} {local} {HEAD} {logger} {func} {level}: {msg}\n"
+def child_env() -> dict[str, str]:
+    """This checkout's dnpc2otel, and no OTEL_* variable that would send a replay somewhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
-def make_run(root: Path, tasks: int, log_mb: int, seed: int = 1) -> Path:
-    rnd = random.Random(seed)
-    run_id = str(uuid.UUID(int=rnd.getrandbits(128)))
-    run_dir = root / "runinfo"
-    (run_dir / "000").mkdir(parents=True)
-    dfk = "parsl.dataflow.dflow:1"
-    log = open(run_dir / "000" / "parsl.log", "w")
-    log.write(_line(T0, dfk, "__init__", "INFO", "Starting DataFlowKernel with config"))
-    log.write("Config(\n    executors=(...)\n)\n")
-    log.write(_line(T0, dfk, "__init__", "INFO", f"Run id is: {run_id}"))
-    htex = "parsl.executors.high_throughput.executor.HighThroughputExecutor"
-    log.write(_line(T0, dfk, "add_executors", "INFO", f"Adding executor worker_pool of type {htex}"))
-    db = sqlite3.connect(run_dir / "monitoring.db")
-    db.executescript("""
-        CREATE TABLE workflow (run_id TEXT, workflow_name TEXT, workflow_version TEXT, time_began DATETIME,
-          time_completed DATETIME, host TEXT, user TEXT, rundir TEXT, tasks_failed_count INTEGER,
-          tasks_completed_count INTEGER);
-        CREATE TABLE task (task_id INTEGER, run_id TEXT, task_depends TEXT, task_func_name TEXT, task_memoize TEXT,
-          task_hashsum TEXT, task_inputs TEXT, task_outputs TEXT, task_stdin TEXT, task_stdout TEXT, task_stderr TEXT,
-          task_time_invoked DATETIME, task_time_returned DATETIME, task_fail_count INTEGER, task_fail_cost FLOAT);
-        CREATE TABLE try (try_id INTEGER, task_id INTEGER, run_id TEXT, block_id TEXT, hostname TEXT,
-          task_executor TEXT, task_try_time_launched DATETIME, task_try_time_running DATETIME,
-          task_try_time_returned DATETIME, task_fail_history TEXT, task_joins TEXT);
-        CREATE TABLE status (task_id INTEGER, task_status_name TEXT, timestamp DATETIME, run_id TEXT, try_id INTEGER);
-        CREATE TABLE block (run_id TEXT, executor_label TEXT, block_id TEXT, job_id TEXT, timestamp DATETIME,
-          status TEXT);
-        CREATE TABLE resource (try_id INTEGER, task_id INTEGER, run_id TEXT, timestamp DATETIME,
-          resource_monitoring_interval FLOAT, psutil_process_pid INTEGER, psutil_process_memory_percent FLOAT,
-          psutil_process_children_count FLOAT, psutil_process_time_user FLOAT, psutil_process_time_system FLOAT,
-          psutil_process_memory_virtual FLOAT, psutil_process_memory_resident FLOAT, psutil_process_disk_read FLOAT,
-          psutil_process_disk_write FLOAT, psutil_process_status TEXT);
-    """)
-
-    def ts(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-    per_task_noise = max(0, (log_mb * 1_000_000 // max(tasks, 1) - 1500) // 200)
-    noise = ("parsl.executors.high_throughput.zmq_pipes:148", "put", "DEBUG",
-             "Sending TasksOutgoing message with a payload that a real run would also log at DEBUG level x")
-    task_rows, try_rows, status_rows = [], [], []
-    for i in range(tasks):
-        t = T0 + 1 + i * 0.0005
-        app = ("work", "flaky", "shell")[i % 3]
-        w = log.write
-        w(_line(t, dfk, "submit", "DEBUG", f"Task {i} will be sent to executor worker_pool"))
-        w(_line(t, dfk, "submit", "INFO", f"Task {i} submitted for App {app}, not waiting on any dependency"))
-        w(_line(t, dfk, "_update_task_state", "INFO", f"Task {i} initializing state to pending"))
-        w(_line(t + 0.001, "parsl.dataflow.memoization:379", "check_memo", "DEBUG", f"Task {i} will not be memoized"))
-        w(_line(t + 0.002, dfk, "_update_task_state", "INFO", f"Task {i} changing state from pending to launched"))
-        w(_line(t + 0.002, dfk, "launch_task", "INFO",
-                f"Parsl task {i} try 0 launched on executor worker_pool with executor id {i + 1}"))
-        for _ in range(per_task_noise):
-            w(_line(t + 0.003, *noise))
-        end = t + 0.5 + rnd.random()
-        w(_line(end, dfk, "_update_task_state", "INFO", f"Task {i} changing state from launched to exec_done"))
-        task_rows.append((i, run_id, "", app, "0", None, "None", "None", None, "", "", ts(t), ts(end + 0.001), 0, 0.0))
-        try_rows.append((0, i, run_id, "0", "node1", "worker_pool", ts(t + 0.001), ts(t + 0.3), ts(end), "", None))
-        for name, st in (("pending", t), ("launched", t + 0.002), ("running", t + 0.3), ("running_ended", end - 0.01),
-                         ("exec_done", end + 0.0001)):
-            status_rows.append((i, name, ts(st), run_id, 0))
-        if len(task_rows) >= 50_000:
-            _flush(db, task_rows, try_rows, status_rows)
-    _flush(db, task_rows, try_rows, status_rows)
-    tend = T0 + 2 + tasks * 0.0005 + 2
-    log.write(_line(tend, dfk, "cleanup", "INFO", "DFK cleanup complete"))
-    log.close()
-    db.execute("INSERT INTO workflow VALUES (?, 'bench.py', 'v', ?, ?, 'vm', 'root', ?, 0, ?)",
-               (run_id, ts(T0), ts(tend), str(run_dir / "000"), tasks))
-    db.execute("INSERT INTO block VALUES (?, 'worker_pool', '0', '1', ?, 'RUNNING')", (run_id, ts(T0 + 0.5)))
-    db.commit()
-    db.close()
-    return run_dir
-
-
-def _flush(db, tasks, tries, statuses) -> None:
-    db.executemany(f"INSERT INTO task VALUES ({','.join('?' * 15)})", tasks)
-    db.executemany(f"INSERT INTO try VALUES ({','.join('?' * 11)})", tries)
-    db.executemany("INSERT INTO status VALUES (?, ?, ?, ?, ?)", statuses)
-    tasks.clear()
-    tries.clear()
-    statuses.clear()
-
-
-BASELINE = r"""
-import duckdb, sqlite3, sys, time
-run_dir = sys.argv[1]
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-t = time.perf_counter()
-con.execute(r'''SELECT count(*) FILTER (WHERE regexp_matches(line, '^\d+\.\d+ \S+ \S+ \S+ \S+ \S+ \S+ [A-Z]+: '))
-    FROM read_csv(?, columns={'line': 'VARCHAR'}, delim=chr(1), quote='', escape='', header=false,
-                  auto_detect=false, strict_mode=false)''', [run_dir + '/000/parsl.log']).fetchone()
-db = sqlite3.connect(run_dir + '/monitoring.db')
-for table in ('task', 'try', 'status'):
-    db.execute(f'SELECT * FROM {table}').fetchall()
-print(time.perf_counter() - t)
-"""
-
-
-def child(argv: list[str]) -> tuple[float, int, str]:
-    """Run a child; return (wall seconds, peak RSS in MiB, stdout)."""
-    t = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+def measure(argv: list[str]) -> dict:
+    """Run one child; its wall time, its own peak resident memory (wait4: not the max over all children),
+    its stdout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=child_env(), cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-3000:]}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-    return wall, rss, proc.stdout
+        raise SystemExit(f"benchmark: {' '.join(argv)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    # CPU seconds too: on a shared machine they move less than wall time (DuckDB's threads add up, so cpu > wall
+    # on an idle machine)
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mib": usage.ru_maxrss // 1024, "stdout": stdout}
+
+
+class Receiver:
+    """bench/receiver.py in a child process: reads OTLP/HTTP requests and drops them."""
+
+    def __enter__(self) -> Receiver:
+        self.proc = subprocess.Popen([sys.executable, str(BENCH / "receiver.py")], stdout=subprocess.PIPE,
+                                     text=True, env=child_env())
+        self.endpoint = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
+        return self
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.endpoint + "/stats?reset", timeout=10) as r:
+            return json.loads(r.read())
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def make_input(work: Path, template: Path, tasks: int, runs: int) -> dict:
+    manifest = work / "scale.json"
+    if manifest.exists():
+        made = json.loads(manifest.read_text())
+        copies = max(1, -(-tasks // made["template_tasks"]))
+        if (made["template"], made["runs"], made["copies"]) == (str(template.resolve()), runs, copies):
+            print(f"benchmark: reusing {work / 'runinfo'} ({made['tasks']} tasks)", file=sys.stderr)
+            return made
+        raise SystemExit(f"benchmark: {work} holds another input ({made['tasks_per_run']} tasks × {made['runs']} "
+                         "runs): choose another --keep directory")
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"benchmark: making {tasks} tasks × {runs} runs from {template} …", file=sys.stderr)
+    return scale.scale(template, work, tasks, runs, log=lambda m: print(f"  {m}", file=sys.stderr))
+
+
+def run(work: Path, made: dict) -> dict:
+    run_dir = work / "runinfo"
+    db = work / "bench.duckdb"
+    db.unlink(missing_ok=True)
+    py = sys.executable
+    load_before = os.getloadavg()[0]
+    step = lambda name: print(f"benchmark: {name} …", file=sys.stderr)  # noqa: E731
+
+    step("floor")
+    floor = measure([py, str(BENCH / "floor.py"), str(run_dir)])
+    floor.update(json.loads(floor.pop("stdout")))
+
+    step("replay")
+    phases_file = work / "phases.json"
+    replay = measure([py, str(BENCH / "replay_phases.py"), str(phases_file), str(run_dir), "--duckdb", str(db), "-q"])
+    replay.pop("stdout")
+    replay["phases"] = json.loads(phases_file.read_text())
+    replay.update(_contents(db))
+    replay["db_mib"] = round(db.stat().st_size / 2**20, 1)
+
+    with Receiver() as receiver:
+        step("export")
+        export = measure([py, "-m", "dnpc2otel.cli", "export", str(db), "--otlp-endpoint", receiver.endpoint,
+                          "--otlp-retry-seconds", "5", "-q"])
+        export.pop("stdout")
+        export.update(receiver.stats())
+        step("OpenTelemetry SDK path")
+        sdk = measure([py, str(BENCH / "sdk_export.py"), str(db), receiver.endpoint])
+        sdk.update(json.loads(sdk.pop("stdout")))
+        sdk.update(received=receiver.stats())
+
+    return {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    # other work on the machine shows in wall times (less in CPU times): said with the results
+                    "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)},
+        "versions": _versions(),
+        "input": {k: made[k] for k in ("template", "template_tasks", "copies", "runs", "tasks_per_run", "tasks",
+                                       "files", "lines", "db_rows", "bytes", "seconds")},
+        "floor": floor,
+        "replay": replay,
+        "export": export,
+        "sdk": sdk,
+        "ratios": {
+            "replay_to_floor": round(replay["wall_s"] / floor["total_s"], 2),
+            "replay_to_floor_lines": round(replay["wall_s"] / floor["lines_s"], 2),
+            "replay_to_floor_cpu": round(replay["cpu_s"] / floor["cpu_s"], 2),
+            "export_to_sdk": round(export["wall_s"] / sdk["wall_s"], 3),
+            "export_to_sdk_cpu": round(export["cpu_s"] / sdk["cpu_s"], 3),
+            "export_spans_per_s": round(replay["spans"] / export["wall_s"]),
+            "sdk_spans_per_s": round(replay["spans"] / sdk["wall_s"]),
+            "replay_mb_per_s": round(made["bytes"] / 1e6 / replay["wall_s"], 1),
+        },
+        "targets_issue_12": TARGETS,
+    }
+
+
+def _contents(db: Path) -> dict:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {k: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for k, t in
+                [("spans", "spans"), ("events", "span_events"), ("links", "span_links"),
+                 ("observations", "observations")]}
+    finally:
+        con.close()
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    import dnpc2otel
+
+    return {"dnpc2otel": dnpc2otel.__version__, **{p: version(p) for p in ("duckdb", "opentelemetry-sdk", "protobuf")}}
+
+
+def _child(m: dict) -> str:
+    return f"{m['wall_s']:7.2f} s  ({m['cpu_s']:.2f} s CPU, peak {m['peak_rss_mib']:,} MiB)"
+
+
+def report(r: dict) -> None:
+    i, f, rp, ex, sdk, ra, m = r["input"], r["floor"], r["replay"], r["export"], r["sdk"], r["ratios"], r["machine"]
+    print(f"machine {m['cores']} cores, load average {m['load_avg_1m_before']} → {m['load_avg_1m_after']}, "
+          f"dnpc2otel {r['versions']['dnpc2otel']}, DuckDB {r['versions']['duckdb']}, {r['when']}")
+    print(f"input   {i['tasks']:,} tasks ({i['runs']} run(s) × {i['copies']} copies of {i['template_tasks']}), "
+          f"{i['bytes'] / 1e6:,.0f} MB, {f['lines']:,} log lines in {f['files']:,} files, {f['db_rows']:,} db rows")
+    print(f"floor   {f['total_s']:7.2f} s  (lines {f['lines_s']:.2f} s, monitoring.db {f['sqlite_s']:.2f} s; "
+          f"child {_child(f).strip()})")
+    print(f"replay  {_child(rp)}  {rp['spans']:,} spans, {rp['events']:,} events, {rp['links']:,} links, "
+          f"{rp['observations']:,} observations, {rp['db_mib']:,} MiB DuckDB file")
+    for name, s in rp["phases"].items():
+        stage, _, inner = name.partition(": ")
+        print(f"          {s:7.2f} s  {'   ' + inner if inner else stage}")
+    print(f"export  {_child(ex)}  {ex['requests']:,} requests, {ex['bytes'] / 1e6:,.0f} MB")
+    print(f"sdk     {_child(sdk)}  {sdk['requests']:,} requests, {sdk['bytes'] / 1e6:,.0f} MB; query "
+          f"{sdk['query_s']:.1f}, build {sdk['build_s']:.1f}, encode {sdk['encode_s']:.1f}, serialize "
+          f"{sdk['serialize_s']:.1f}, post {sdk['post_s']:.1f} s")
+    print(f"ratios  replay / floor {ra['replay_to_floor']} (CPU {ra['replay_to_floor_cpu']}; issue 12: "
+          f"≤ {TARGETS['replay_to_floor']}), export / SDK {ra['export_to_sdk']} (CPU {ra['export_to_sdk_cpu']}), "
+          f"spans/s: export {ra['export_spans_per_s']:,}, SDK {ra['sdk_spans_per_s']:,}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", type=int, default=20_000)
-    p.add_argument("--log-mb", type=int, default=200, help="parsl.log size to pad up to with DEBUG noise")
-    p.add_argument("--keep", type=Path, help="make (or reuse) the synthetic run_dir here")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = p.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="dnpc2otel-bench-"))
-    run_dir = work / "runinfo"
-    if not run_dir.exists():
-        t = time.perf_counter()
-        make_run(work, args.tasks, args.log_mb)
-        print(f"made {run_dir} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    log_bytes = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
-    base_s, base_rss, out = child([sys.executable, "-c", BASELINE, str(run_dir)])
-    base_inner = float(out.strip().splitlines()[-1])
-    out_db = work / "bench.duckdb"
-    out_db.unlink(missing_ok=True)
-    replay_s, replay_rss, _ = child([sys.executable, "-m", "dnpc2otel.cli", "replay", str(run_dir),
-                                     "--duckdb", str(out_db), "-q"])
-    result = {
-        "tasks": args.tasks,
-        "input_mb": round(log_bytes / 1e6, 1),
-        "baseline_s": round(base_inner, 2),
-        "replay_s": round(replay_s, 2),
-        "ratio_to_baseline": round(replay_s / base_inner, 2),
-        "replay_mb_per_s": round(log_bytes / 1e6 / replay_s, 1),
-        "peak_rss_mib": replay_rss,
-        "cores": os.cpu_count(),
-        "projected_s_for_100k_tasks_2gb": round(replay_s * max(2000 / (log_bytes / 1e6), 100_000 / args.tasks), 1),
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:32} {v}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    p.add_argument("--tasks", type=int, default=20_000, help="tasks per run (default %(default)s)")
+    p.add_argument("--runs", type=int, default=1, help="runs of a campaign sharing one monitoring.db")
+    p.add_argument("--template", type=Path, default=scale.TEMPLATE, help="real run_dir to scale (one run)")
+    p.add_argument("--keep", type=Path, help="make (or reuse) the input and outputs here instead of a temporary dir")
+    p.add_argument("--json", type=Path, help="write the results to this file")
+    a = p.parse_args()
+    work = a.keep or Path(tempfile.mkdtemp(prefix="dnpc2otel-bench-"))
+    try:
+        made = make_input(work, a.template, a.tasks, a.runs)
+        result = run(work, made)
+    except scale.ScaleError as e:
+        print(f"benchmark: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report(result)
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

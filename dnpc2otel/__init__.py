@@ -7,7 +7,7 @@ The package is laid out as its data flow (see dnpc2otel.tables for what each sta
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "replay", "export"]
+__all__ = ["__version__", "replay", "export", "open"]
 
 
 def replay(*args, **kwargs):
@@ -22,3 +22,12 @@ def export(*args, **kwargs):
     from .export.otlp import export as _export
 
     return _export(*args, **kwargs)
+
+
+def open(path, duckdb_path=None, read_only=True, **replay_options):  # noqa: A001 - dnpc2otel.open, as in the docs
+    """A DuckDB connection with the `analysis` views ready, from a dnpc2otel DuckDB file or a run directory
+    (replayed on the fly): `dnpc2otel.open("runinfo").sql("FROM analysis.task_breakdown").df()`.
+    See dnpc2otel.analysis.session.open_db."""
+    from .analysis.session import open_db
+
+    return open_db(path, duckdb_path, read_only, **replay_options)

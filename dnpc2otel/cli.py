@@ -22,7 +22,8 @@ from .export.otlp_config import PROTOCOLS
 from .reconcile.disagreements import DEFAULT_THRESHOLD_MS
 
 err = Console(stderr=True)
-out = Console()
+# stdout: nothing read as markup (paths and messages hold '['); lines print with soft_wrap, never cut to a width
+out = Console(markup=False, highlight=False)
 
 
 def _table(title: str | None, columns: list[str], rows: list[list[str]], header: bool = True) -> None:
@@ -68,7 +69,7 @@ def _otlp_config(endpoint, protocol, headers, max_bytes, retry_s) -> OtlpConfig:
     kw = {"retry_for_s": retry_s}
     if max_bytes:
         kw["max_request_bytes"] = max_bytes
-    return OtlpConfig.from_env(endpoint, protocol, hdrs, **kw)
+    return OtlpConfig.from_env(endpoint, protocol, hdrs, given_as="--otlp-endpoint", **kw)
 
 
 def _wants_export(endpoint: str | None) -> bool:
@@ -92,15 +93,19 @@ def cli() -> None:
               help="UTC offset or zone of naive local times (e.g. +02:00, America/Chicago); default: inferred.")
 @click.option("--converters", "converter_dirs", multiple=True, type=click.Path(path_type=Path, file_okay=False),
               help="Directory of extra converter definitions (repeatable).")
+@click.option("--converter", "converter_files", multiple=True, metavar="FILE",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="An extra converter definition (.toml, repeatable); a dnpc2otel.toml beside the run may name more.")
 @click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
 @click.option("--disagreement-ms", type=float, default=DEFAULT_THRESHOLD_MS, show_default=True,
               help="Report the same event recorded by two sources further apart than this.")
 @click.option("--correct-skew", is_flag=True,
-              help="Shift each host's times by its clock skew measured from causal event pairs (table clocks).")
+              help="Shift each host's times by its clock skew measured from causal event pairs (table clocks); "
+                   "a clock whose bounds contradict each other is never shifted.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
-           otlp_retry_seconds, no_export, timezone, converter_dirs, memory_limit, disagreement_ms, correct_skew,
-           quiet) -> None:
+           otlp_retry_seconds, no_export, timezone, converter_dirs, converter_files, memory_limit, disagreement_ms,
+           correct_skew, quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
     from .pipeline import replay as run_replay
 
@@ -113,6 +118,7 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
             rundir,
             duckdb_path,
             converter_dirs=list(converter_dirs),
+            converter_files=list(converter_files),
             timezone=timezone,
             memory_limit=memory_limit,
             disagreement_ms=disagreement_ms,
@@ -122,18 +128,19 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
     # warnings are shown once the replay succeeded; a fatal error carries its own cause in one line
     for msg in summary.warnings:
         err.print(f"dnpc2otel: warning: {msg}", highlight=False, markup=False, soft_wrap=True)
-    out.print(f"DuckDB: {summary.duckdb_path}", highlight=False)
+    out.print(f"DuckDB: {summary.duckdb_path}", highlight=False, soft_wrap=True)
     if config:
         trace_ids = [r["trace_id"] for r in summary.runs]
         hint = (f"dnpc2otel export {summary.duckdb_path} --otlp-endpoint {config.endpoint} "
                 f"--otlp-protocol {config.protocol}")
+        out.print(f"OTLP: sending to {config.describe()}", highlight=False, soft_wrap=True)
         with _progress(quiet, bytes_=False) as progress:
             task = progress.add_task("exporting spans", total=summary.spans)
             result = export(summary.duckdb_path, config, trace_ids,
                             on_progress=lambda n: progress.update(task, completed=n), resume_hint=hint)
         summary.exported_spans = result.spans
         out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} "
-                  f"({config.protocol})", highlight=False)
+                  f"({config.protocol})", highlight=False, soft_wrap=True)
     if not quiet:
         _print_summary(summary)
 
@@ -142,28 +149,98 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
 @click.argument("database", type=click.Path(path_type=Path))
 @_otlp_options
 @click.option("--trace-id", "trace_ids", multiple=True, help="Export only this trace (repeatable).")
+@click.option("--parquet", "parquet_dir", type=click.Path(path_type=Path, dir_okay=True), default=None,
+              help="Write every table as DIR/<table>.parquet (then OTLP only if an endpoint is given).")
+@click.option("--analysis", "with_analysis", is_flag=True, help="With --parquet: also DIR/analysis/<view>.parquet.")
+@click.option("--perfetto", "perfetto_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a Perfetto / Chrome trace: FILE.json (Trace Event JSON) or FILE.pftrace (Perfetto's "
+                   "protobuf, for large runs); then OTLP only if an endpoint is given.")
 @click.option("-q", "--quiet", is_flag=True)
 def export_cmd(database, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds,
-               trace_ids, quiet) -> None:
-    """(Re-)export the spans of an existing dnpc2otel DuckDB file over OTLP, without reading the logs."""
+               trace_ids, parquet_dir, with_analysis, perfetto_file, quiet) -> None:
+    """(Re-)export an existing dnpc2otel DuckDB file over OTLP, as Parquet files or as a Perfetto trace, without
+    reading the logs."""
+    if perfetto_file is not None:
+        from .export.perfetto import export_perfetto
+
+        got = export_perfetto(database, perfetto_file, list(trace_ids) or None)
+        out.print(f"Perfetto: {got['slices']} slices on {got['tracks']} tracks of {got['processes']} processes, "
+                  f"{got['flows']} flows, in {perfetto_file}", highlight=False, soft_wrap=True)
+        if not _wants_export(otlp_endpoint) and parquet_dir is None:
+            return
+    if parquet_dir is not None:
+        from .export.parquet import export_parquet
+
+        files = export_parquet(database, parquet_dir, analysis=with_analysis)
+        out.print(f"Parquet: {len(files)} files in {parquet_dir}", highlight=False, soft_wrap=True)
+        if not _wants_export(otlp_endpoint):
+            return
     config = _otlp_config(otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds)
+    out.print(f"OTLP: sending to {config.describe()}", highlight=False, soft_wrap=True)
     with _progress(quiet, bytes_=False) as progress:
         task = progress.add_task("exporting spans", total=None)
         result = export(database, config, list(trace_ids) or None,
                         on_progress=lambda n: progress.update(task, completed=n))
     out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} ({config.protocol})",
-              highlight=False)
+              highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("database", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"),
+              show_default=True, help="The HTML file to write (self-contained: it loads nothing).")
+@click.option("--run", "run", default=None, help="Run id or trace id (default: the run with the most spans).")
+def report(database, output, run) -> None:
+    """Write a self-contained HTML report of one run: where tasks ran, what they were doing over time, how
+    long each part of their lives took, utilisation, the critical path, failures, resources, disagreements."""
+    from .report import render
+
+    got = render(database, output, run)
+    more = f" ({got.other_runs} other runs in the database: --run picks one)" if got.other_runs else ""
+    out.print(f"Report: {got.path} ({got.bytes / 1e6:.1f} MB, {got.plots} plots, {got.seconds:.1f} s) of run "
+              f"{got.run_id}{more}", highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("database", type=click.Path(path_type=Path))
+@click.argument("query", required=False)
+@click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
+@click.option("--json", "fmt", flag_value="json", help="Print a JSON array of row objects per statement.")
+def sql(database, query, fmt) -> None:
+    """Run SQL (QUERY, or statements on stdin) on a dnpc2otel DuckDB file, or on a run directory replayed into
+    memory; the views of schema `analysis` are ready. Prints each result."""
+    from .analysis import shell
+    from .analysis.session import open_db
+
+    if query is None:
+        if sys.stdin.isatty():
+            raise UserError("give a QUERY, or pipe SQL statements on stdin")
+        query = sys.stdin.read()
+    con = open_db(database)
+    try:
+        for result in shell.run(con, query):
+            if fmt or not out.is_terminal or shell.width(result) > out.width:  # never cut a wide row to fit
+                shell.write(result, fmt or "text")
+            else:
+                t = Table(*result.columns, caption=f"{len(result.rows)} rows")
+                for r in shell.cells(result):
+                    t.add_row(*r)
+                out.print(t)
+    finally:
+        con.close()
 
 
 @cli.command()
 @click.option("--check", is_flag=True, help="Replay every rule's sample lines and report mismatches.")
+@click.option("--converter", "files", multiple=True, metavar="FILE", type=click.Path(path_type=Path, dir_okay=False),
+              help="An extra converter definition (.toml, repeatable).")
 @click.argument("dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
-def converters(check, dirs) -> None:
-    """List converter definitions (built-in and DIRS), or check their samples."""
+def converters(check, files, dirs) -> None:
+    """List converter definitions (built-in, DIRS and FILEs), or check their samples."""
     from .sources.definitions import load_all
     from .sources.samples import check_definition
 
-    defs = load_all(list(dirs))
+    defs = load_all(list(dirs), list(files))
     if not check:
         _table(None, ["name", "formats", "rules/queries", "definition"],
                [[d.name, ", ".join(f.name for f in d.formats), str(len(d.rules) + len(d.queries)), str(d.path)]
@@ -176,7 +253,7 @@ def converters(check, dirs) -> None:
             total += 1
             if not r.ok:
                 failed += 1
-                out.print(f"FAIL {r.definition}/{r.rule}: {r.detail}  [{r.message}]", highlight=False)
+                out.print(f"FAIL {r.definition}/{r.rule}: {r.detail}  [{r.message}]", highlight=False, soft_wrap=True)
     out.print(f"{total - failed} samples passed, {failed} failed", highlight=False)
     if failed:
         sys.exit(1)
@@ -198,8 +275,14 @@ def _print_summary(s) -> None:
     rows.append(["contexts", ", ".join(f"{k} {v}" for k, v in s.contexts.items())])
     rows.append(["spans / links / events", f"{s.spans} / {s.links} / {s.events}"])
     rows.append(["observations", str(s.observations)])
-    read = [x for x in s.sources if not x.warning]
+    if s.run_config:
+        rows.append(["converters also from", str(s.run_config)])
+    read = [x for x in s.sources if not x.skipped]
     rows.append(["sources read", ", ".join(x.source for x in read) or "none"])
+    damaged = [x for x in s.sources if x.damage]
+    if damaged:  # said out loud: which file, what is wrong with it, what was done (table sources, warning)
+        rows.append(["damaged sources", "; ".join(f"{x.source} ({x.damage}{', skipped' if x.skipped else ''})"
+                                                  for x in damaged)])
     rows.append(["lines not understood", str(s.lines_not_understood) + _worst(
         [(x.source, x.not_understood) for x in s.sources])])
     records = sum(x.records for x in s.sources)
@@ -209,11 +292,21 @@ def _print_summary(s) -> None:
         kinds = [f"{kind} {n}" + (f" (max {ms:.1f} ms)" if ms is not None else "")
                  for kind, (n, ms) in s.disagreements.items()]
         rows.append(["disagreements (table disagreements)", ", ".join(kinds)])
+    if s.inferred:
+        rows.append(["bound by inference (dnpc.binding = inferred)",
+                     ", ".join(f"{k} {n}" for k, n in s.inferred.items())])
+    if s.unbound:
+        rows.append(["not bound to a parent (dnpc.orphan)", _unbound(s.unbound, s.expected_parents)])
     skewed = [c for c in s.clocks if c["skew_ms"]]
+    # bounds that contradict each other give no estimate (and no correction): said, not hidden
+    contradictory = [c for c in s.clocks if c["skew_ms"] is None and c["pairs"]]
     if s.clocks:
         rows.append(["clock skew vs the reference clock (table clocks)",
-                     ", ".join(f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
-                               for c in skewed) or f"none detected ({len(s.clocks)} host clocks checked)"])
+                     ", ".join([f"{c['clock']} {c['skew_ms']:+.3f} ms" + (" corrected" if c["corrected"] else "")
+                                for c in skewed]
+                               + [f"{c['clock']} contradictory bounds (lower {c['lower_ms']:+.3f} > upper "
+                                  f"{c['upper_ms']:+.3f} ms): not estimated" for c in contradictory])
+                     or f"none detected ({len(s.clocks)} host clocks checked)"])
     for label, value in s.lines.items():
         rows.append([label, value])
     if s.dangling_links:
@@ -223,6 +316,18 @@ def _print_summary(s) -> None:
     if s.exported_spans is not None:
         rows.append(["exported spans", str(s.exported_spans)])
     _table("replay summary", ["", ""], rows, header=False)
+
+
+def _unbound(unbound: dict[str, tuple[int, int]], parents: dict[str, tuple[str, ...]]) -> str:
+    """'executor_task 31 (no source names their try)': what hangs under the run's root, and why."""
+    parts = []
+    for ctype, (free, conflicting) in unbound.items():
+        wanted = " or ".join(parents.get(ctype, ())) or "parent"
+        if free:
+            parts.append(f"{ctype} {free} (no source names their {wanted})")
+        if conflicting:
+            parts.append(f"{ctype} {conflicting} (claimed by several of one type: parent_conflict)")
+    return ", ".join(parts)
 
 
 def _worst(counts: list[tuple[str, int]], most: int = 3) -> str:

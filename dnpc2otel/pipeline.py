@@ -16,7 +16,7 @@ import duckdb
 from .errors import UserError
 from .export import store
 from .reconcile import DEFAULT_THRESHOLD_MS, clock, reconcile
-from .sources import FileStats, definitions, observe, rundir
+from .sources import FileStats, definitions, observe, runconfig, rundir
 from .tables import OBSERVED, RECONCILED
 
 DEFAULT_DUCKDB = "dnpc2otel.duckdb"
@@ -34,10 +34,15 @@ class ReplaySummary:
     dangling_links: int = 0
     disagreements: dict[str, tuple[int, float | None]] = field(default_factory=dict)  # kind → (count, max ms)
     clocks: list[dict] = field(default_factory=list)  # measured skew per host clock
+    # contexts left under the run's root for want of a parent: type → (no source names one, parents in conflict)
+    unbound: dict[str, tuple[int, int]] = field(default_factory=dict)
+    expected_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # type → its parent types
+    inferred: dict[str, int] = field(default_factory=dict)  # type → contexts bound by inference (dnpc.binding)
     lines: dict[str, str] = field(default_factory=dict)  # summary lines the converter definitions ask for
     sources: list[FileStats] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exported_spans: int | None = None
+    run_config: Path | None = None  # the dnpc2otel.toml whose converters were used
 
     @property
     def lines_not_understood(self) -> int:
@@ -72,6 +77,7 @@ def replay(
     path: str | Path,
     duckdb_path: str | Path | None = None,
     converter_dirs: list[Path] | None = None,
+    converter_files: list[Path] | None = None,
     timezone: str | None = None,
     memory_limit: str | None = None,
     disagreement_ms: float = DEFAULT_THRESHOLD_MS,
@@ -79,21 +85,31 @@ def replay(
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> ReplaySummary:
-    """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb)."""
-    catalog = definitions.load_catalog(converter_dirs)
+    """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb).
+
+    Definitions: the built-in ones, $DNPC2OTEL_CONVERTERS, `converter_dirs`, `converter_files`, then those
+    a dnpc2otel.toml beside or inside the run directory names (see sources.runconfig)."""
+    catalog = definitions.load_catalog(converter_dirs, converter_files)
     selection = rundir.select(Path(path), catalog.system)
+    local = runconfig.find(Path(path), selection.root)
+    if local and local.converters:  # its definitions may declare another [system]: select again with them
+        catalog = definitions.load_catalog([*(converter_dirs or []), *local.dirs],
+                                           [*(converter_files or []), *local.files])
+        selection = rundir.select(Path(path), catalog.system)
     files = rundir.source_files(selection, list(catalog.definitions))
     if not files:
         raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
     target = Path(duckdb_path or DEFAULT_DUCKDB)
-    summary = ReplaySummary(duckdb_path=target.resolve())
+    summary = ReplaySummary(duckdb_path=target.resolve(), run_config=local.path if local else None)
 
     def warn(msg: str) -> None:
         summary.warnings.append(msg)
         if on_warning:
             on_warning(msg)
 
-    total = sum(f.path.stat().st_size for f in files)
+    if selection.walk_warning():
+        warn(selection.walk_warning())
+    total = sum(_size(f.path) for f in files)
     done = 0
 
     def advance(n: int) -> None:
@@ -114,8 +130,14 @@ def replay(
                   selection.present)
         if _count(con, f"{RECONCILED}.spans") == 0:
             raise UserError(f"{path}: the sources name no run that was selected")
+        for run_id, dirs in con.execute(  # a run id is made afresh for each run: two directories are copies
+            f"SELECT run_id, run_dir FROM {RECONCILED}.runs WHERE contains(run_dir, ',') ORDER BY run_dir"
+        ).fetchall():
+            warn(f"run {run_id} is in several run directories ({dirs}; copies of one run?): read as one run, "
+                 "its repeated events listed in table disagreements")
         store.write(con, target, str(root), catalog.views)
         _summarise(con, summary)
+        summary.expected_parents = {t: catalog.types[t].parents for t in summary.unbound if t in catalog.types}
     summary.lines = store.summarise(target.resolve(), [r["trace_id"] for r in summary.runs], catalog.summaries)
     return summary
 
@@ -136,6 +158,20 @@ def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
             f"SELECT kind, count(*), max(size_ms) FROM {r}.disagreements GROUP BY kind ORDER BY kind"
         ).fetchall()
     }
+    summary.unbound = {
+        ctype: (free, conflicting)
+        for ctype, free, conflicting in con.execute(f"""
+            SELECT s.context_type, count(*) FILTER (WHERE d.span_id IS NULL),
+                   count(*) FILTER (WHERE d.span_id IS NOT NULL)
+            FROM {r}.spans s
+            LEFT JOIN (SELECT DISTINCT trace_id, span_id FROM {r}.disagreements WHERE kind = 'parent_conflict') d
+              USING (trace_id, span_id)
+            WHERE json_extract(s.attributes, '$."dnpc.orphan"')::BOOLEAN
+            GROUP BY 1 ORDER BY 1""").fetchall()
+    }
+    summary.inferred = dict(con.execute(f"""
+        SELECT context_type, count(*) FROM {r}.spans
+        WHERE json_extract_string(attributes, '$."dnpc.binding"') = 'inferred' GROUP BY 1 ORDER BY 1""").fetchall())
     ccols = ["clock", "pairs", "lower_ms", "upper_ms", "skew_ms", "corrected"]
     summary.clocks = [
         dict(zip(ccols, row, strict=True))
@@ -146,6 +182,14 @@ def _summarise(con: duckdb.DuckDBPyConnection, summary: ReplaySummary) -> None:
         dict(zip(cols, row, strict=True))
         for row in con.execute(f"SELECT {', '.join(cols)} FROM {r}.runs ORDER BY run_dir, run_id").fetchall()
     ]
+
+
+def _size(path: Path) -> int:
+    """A file's size for the progress bar; one that vanished since it was listed is said when it is read."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

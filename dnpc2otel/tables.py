@@ -69,8 +69,9 @@ SOURCES = Table("sources", (
     ("records_used", "BIGINT", "records some rule turned into observations (rows, for SQLite)"),
     ("observations", "BIGINT", "observations made from it"),
     ("not_understood", "BIGINT", "lines that fit no record format"),
-    ("invalid_bytes", "BOOLEAN", "non-UTF-8 bytes were replaced"),
-    ("warning", "VARCHAR", "what went wrong reading it, if anything"),
+    ("invalid_bytes", "BIGINT", "bytes replaced by U+FFFD: not UTF-8, or NUL"),
+    ("warning", "VARCHAR", "what went wrong reading it (damage: cut mid-line, invalid bytes, binary lines, "
+                           "unreadable tables; or skipped) and what was done; NULL: read whole"),
 ), order_by="source")
 
 # ---------------------------------------------------------------------- reconcile → export
@@ -119,10 +120,13 @@ CLOCKS = Table("clocks", (
     ("clock", "VARCHAR", "a host's clock"),
     ("reference", "VARCHAR", "the clock it is measured against"),
     ("pairs", "BIGINT", "causal event pairs that bound it"),
+    ("excluded_pairs", "BIGINT", "pairs left out: of a failed attempt, or through an ambiguous or inferred binding"),
     ("lower_ms", "DOUBLE", "lower bound of its offset"),
     ("upper_ms", "DOUBLE", "upper bound"),
-    ("skew_ms", "DOUBLE", "the estimate"),
-    ("corrected", "BOOLEAN", "whether its times were shifted"),
+    ("resolution_ms", "DOUBLE", "how coarse the pairs' stamps are (each bound is widened by its pair's)"),
+    ("consistent", "BOOLEAN", "false: the bounds contradict (lower > upper beyond the resolution), no estimate"),
+    ("skew_ms", "DOUBLE", "the estimate (NULL: contradictory bounds, or no pair left)"),
+    ("corrected", "BOOLEAN", "whether its times were corrected by the estimate (never when inconsistent)"),
 ), order_by="trace_id, clock")
 
 RUNS = Table("runs", (
@@ -144,6 +148,28 @@ DANGLING_LINKS = Table("dangling_links", (
     ("run", "VARCHAR", ""), ("context_type", "VARCHAR", ""), ("context_id", "VARCHAR", ""),
     ("relation", "VARCHAR", ""), ("related_type", "VARCHAR", ""), ("related_id", "VARCHAR", ""),
 ))
+
+# ---------------------------------------------------------------------- the DuckDB file → questions
+ANALYSIS = "analysis"  # schema of the analysis views in the DuckDB file (declared in dnpc2otel/analysis)
+
+
+@dataclass(frozen=True)
+class View(Table):
+    """A view of the analysis schema, its columns declared like a table's; with `params`, a table macro
+    (`SELECT * FROM analysis.name(…)`); `materialized`: a table computed when the file is written (what
+    many views read)."""
+
+    sql: str = ""
+    params: str = ""  # e.g. "bucket_s := 1.0": a table macro with these parameters
+    materialized: bool = False
+
+    def create(self, schema: str) -> str:
+        if self.params:
+            return f"CREATE OR REPLACE MACRO {schema}.{self.name}({self.params}) AS TABLE {self.sql}"
+        if self.materialized:
+            return f"CREATE OR REPLACE TABLE {schema}.{self.name} AS {self.sql}"
+        return f"CREATE OR REPLACE VIEW {schema}.{self.name} AS {self.sql}"
+
 
 STAGE_OUTPUTS: dict[str, tuple[Table, ...]] = {
     OBSERVED: (OBSERVATIONS, SOURCES),

@@ -5,7 +5,8 @@
 #   scripts/jaeger.sh path                print the binary path (building first if needed)
 #   scripts/jaeger.sh run [--config FILE] [extra jaeger args...]
 #                                         exec Jaeger in the foreground (default config:
-#                                         scripts/jaeger-config.yaml; ports via env, see there)
+#                                         scripts/jaeger-config.yaml; ports via env, see there),
+#                                         serving the real UI from third_party/jaeger-ui
 #
 # How the binary is obtained: Jaeger v2 is tagged v2.x.y in git, but its go.mod says
 # `module github.com/jaegertracing/jaeger` (no /v2 suffix), so the Go module proxy cannot
@@ -14,8 +15,9 @@
 # (checksum-verified against sum.golang.org) and `go build ./cmd/jaeger` in a writable copy.
 # `go install ...@v1.76.0` does not work because Jaeger's go.mod has a `replace` directive.
 #
-# Limitation: a source build embeds a placeholder page instead of the React UI; the HTTP
-# APIs (/api/v3/..., /api/traces/..., /api/services) work normally.
+# A source build embeds a placeholder page instead of the React UI, so `run` points Jaeger at the
+# built UI bundled in third_party/jaeger-ui (jaeger-ui v1.76.0, the release paired with v2.13.0):
+# JAEGER_UI_ASSETS=DIR serves another build, JAEGER_UI_ASSETS= (empty) the binary's own page.
 #
 # Build cost on a 2-core machine with empty Go module and build caches: about 4 minutes (measured:
 # 3m54s, ~320 modules). The first build writes its output to build.log beside the binary and prints a
@@ -24,6 +26,7 @@
 # Environment:
 #   DNPC2OTEL_CACHE   cache root (default: $HOME/.cache/dnpc2otel)
 #   DNPC2OTEL_PROGRESS_SECONDS   seconds between progress lines of a build (default: 15)
+#   JAEGER_UI_ASSETS  folder of a built Jaeger UI for `run` (default: the bundled one, see above)
 #   GOMODCACHE/GOCACHE/GOPROXY are respected (default: the user's normal Go settings).
 set -euo pipefail
 
@@ -41,6 +44,7 @@ CACHE_ROOT="${DNPC2OTEL_CACHE:-${HOME}/.cache/dnpc2otel}"
 INSTALL_DIR="${CACHE_ROOT}/jaeger-${JAEGER_V2_VERSION}"
 BIN="${INSTALL_DIR}/jaeger"
 DEFAULT_CONFIG="${SCRIPT_DIR}/jaeger-config.yaml"
+BUNDLED_UI="$(cd "${SCRIPT_DIR}/.." && pwd)/third_party/jaeger-ui"
 
 log() { echo "jaeger.sh: $*" >&2; }
 die() { local rc="$1"; shift; log "error: $*"; exit "$rc"; }
@@ -74,6 +78,12 @@ do_run() {
     config="$(config_path "${DEFAULT_CONFIG}" "$@")"
     [[ "${1:-}" == "--config" ]] && shift 2
     bin="$(do_build)"
+    # absolute, so Jaeger finds the UI whatever its working directory; an empty value is kept as it is
+    export JAEGER_UI_ASSETS="${JAEGER_UI_ASSETS-${BUNDLED_UI}}"
+    if [[ -n "${JAEGER_UI_ASSETS}" && ! -f "${JAEGER_UI_ASSETS}/index.html" ]]; then
+        die 1 "no built Jaeger UI in ${JAEGER_UI_ASSETS} (JAEGER_UI_ASSETS= serves the binary's own page)"
+    fi
+    log "UI at http://127.0.0.1:${JAEGER_QUERY_HTTP_PORT:-16686} (assets: ${JAEGER_UI_ASSETS:-embedded})"
     exec "${bin}" --config "${config}" "$@"
 }
 

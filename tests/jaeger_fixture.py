@@ -16,7 +16,8 @@ How the Jaeger binary is found, in order:
 4. otherwise the tests are skipped -- unless ``$CI`` is set, in which case they fail.
 
 Every listener binds 127.0.0.1 on a free port chosen here, so several sessions can run
-concurrently. Only the standard library (plus pytest) is used.
+concurrently. Only the standard library (plus pytest) is used. The query port also serves the
+real web UI: ``$DNPC2OTEL_JAEGER_UI`` if set, else the build bundled in ``third_party/jaeger-ui``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 JAEGER_SH = REPO_ROOT / "scripts" / "jaeger.sh"
 JAEGER_CONFIG = REPO_ROOT / "scripts" / "jaeger-config.yaml"
 DOCKER_IMAGE = "jaegertracing/jaeger"
+# The real web UI, built (third_party/jaeger-ui/README.md); $DNPC2OTEL_JAEGER_UI names another build.
+BUNDLED_UI = REPO_ROOT / "third_party" / "jaeger-ui"
 
 # scripts/jaeger.sh exits with this code when it cannot build (no Go toolchain).
 _RC_NO_GO = 3
@@ -59,6 +62,7 @@ _CONFIG_ENV_VARS = (
     "JAEGER_OTLP_HTTP_MAX_BODY",
     "JAEGER_MAX_TRACES",
     "JAEGER_LOG_LEVEL",
+    "JAEGER_UI_ASSETS",
 )
 
 # Log files of Jaeger instances started in this session (tails printed on failure).
@@ -205,6 +209,13 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def jaeger_ui_assets() -> Path | None:
+    """The built Jaeger UI the fixture serves: $DNPC2OTEL_JAEGER_UI, else the bundled one; None if absent."""
+    override = os.environ.get("DNPC2OTEL_JAEGER_UI")
+    path = Path(override).resolve() if override else BUNDLED_UI
+    return path if (path / "index.html").is_file() else None
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -277,6 +288,8 @@ class JaegerServer:
             "JAEGER_QUERY_HTTP_PORT": str(self.query_http_port),
             "JAEGER_QUERY_GRPC_PORT": str(self.query_grpc_port),
             "JAEGER_HEALTH_PORT": str(self.health_port),
+            # empty: the binary's own UI (a placeholder page in a source build) rather than a missing folder
+            "JAEGER_UI_ASSETS": str(jaeger_ui_assets() or ""),
             **self.extra_env,
         }
 
@@ -525,6 +538,9 @@ def _make_server(kind: str, what: list[str], log_path: Path) -> JaegerServer:
         argv = ["docker", "run", "--rm", "--name", container, "--network", "host"]
         for name in _CONFIG_ENV_VARS:
             argv += ["-e", name]  # value (if set) taken from the environment of `docker run`
+        ui = jaeger_ui_assets()
+        if ui is not None:  # mounted at the same path, so JAEGER_UI_ASSETS holds inside the container too
+            argv += ["-v", f"{ui}:{ui}:ro"]
         argv += [
             "-v",
             f"{JAEGER_CONFIG}:/etc/dnpc2otel/jaeger-config.yaml:ro",

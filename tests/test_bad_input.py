@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import CORPUS, copy_run, corpus_runs
+from otlp_receiver import HttpReceiver
 from verify import check_replay_against_monitoring
 
 from dnpc2otel import replay
 from dnpc2otel.errors import UserError
 from dnpc2otel.export import store
+from dnpc2otel.export.otlp_config import OtlpConfig, endpoint_address
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -91,8 +94,19 @@ def test_binary_garbage_and_invalid_utf8_in_a_log(htex_copy, tmp_path):
     log.write_bytes(b"\n".join(lines))
     summary = replay(htex_copy, tmp_path / "g.duckdb")
     src = next(s for s in summary.sources if s.source == "000/parsl.log")
-    assert src.invalid_bytes and src.not_understood == 2
+    # the garbage before the first record and the garbage after record 500 (binary: no continuation of it)
+    assert src.not_understood == 4
+    # the garbage's bytes that are not UTF-8 (or NUL), twice, and the 2 in the message
+    assert src.invalid_bytes == 2 * sum(_invalid(g) for g in garbage) + 2
+    assert summary.warnings == [f"000/parsl.log: {src.invalid_bytes} invalid bytes (not UTF-8, or NUL) replaced by "
+                                "U+FFFD; 4 binary lines (no records: skipped); the rest was read"]
     check_replay_against_monitoring(tmp_path / "g.duckdb", CORPUS / "htex-2026" / "runinfo" / "monitoring.db")
+
+
+def _invalid(data: bytes) -> int:
+    """Bytes that are not UTF-8, or NUL: Python's own decoder as the oracle."""
+    text = data.decode("utf-8", "surrogateescape")
+    return sum(1 for ch in text if "\udc80" <= ch <= "\udcff" or ch == "\x00")
 
 
 def test_empty_log_only(tmp_path):
@@ -200,3 +214,104 @@ def test_a_zone_name_timezone_prints_its_summary(htex_copy, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert "given: --timezone America/Chicago" in proc.stdout
+
+
+# ---------------------------------------------------------------------- export: where it sends, and why
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _export_with_default(default: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`dnpc2otel export …` with the built-in default endpoint pointed at `default` (a port of the test's),
+    and no OTEL_* variable but those given."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ.update(env or {})
+    code = ("import sys; from dnpc2otel.export import otlp_config as c; c.DEFAULT_OTLP_HTTP_ENDPOINT = sys.argv[1]; "
+            "from dnpc2otel.cli import main; sys.exit(main(sys.argv[2:]))")
+    return subprocess.run([sys.executable, "-c", code, default, "export", *args], capture_output=True, text=True,
+                          env=environ, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def replayed_db(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "e.duckdb"
+    replay(CORPUS / "htex-2026" / "runinfo", out)
+    return out
+
+
+def test_export_to_the_default_endpoint_with_nothing_listening_fails_at_once(replayed_db):
+    """No endpoint configured and nothing listens: it says where it sends and why, then fails on the first
+    refusal with one line (no minute of retries)."""
+    default = f"http://127.0.0.1:{_free_port()}"
+    proc = _export_with_default(default, str(replayed_db))
+    assert proc.stdout.splitlines()[0] == (
+        f"OTLP: sending to {default}/v1/traces (http/protobuf, the default endpoint: none of --otlp-endpoint, "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT is set)")
+    line = one_error_line(proc)
+    assert line.startswith(f"dnpc2otel: error: nothing listens at {default}/v1/traces (Connection refused); "
+                           "it is the default endpoint")
+    assert "--otlp-endpoint" in line and "retried" not in line
+
+
+def test_export_to_the_default_endpoint_that_listens_delivers(replayed_db):
+    with HttpReceiver() as rx:
+        proc = _export_with_default(rx.endpoint, str(replayed_db))
+    assert proc.returncode == 0, proc.stderr
+    assert "the default endpoint" in proc.stdout.splitlines()[0]
+    with duckdb.connect(str(replayed_db), read_only=True) as c:
+        (spans,) = c.execute("SELECT count(*) FROM spans").fetchone()
+    assert len(rx.received.spans()) == spans
+
+
+@pytest.mark.parametrize("how", ["--otlp-endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                 "OTEL_EXPORTER_OTLP_ENDPOINT"])
+def test_a_configured_endpoint_is_named_with_its_origin_and_retried(replayed_db, how):
+    """A configured endpoint may be a receiver being restarted: retried (here for 1 s), and every message
+    names where the endpoint came from."""
+    target = f"http://127.0.0.1:{_free_port()}"
+    args = [str(replayed_db), "--otlp-retry-seconds", "1"]
+    env = {}
+    if how == "--otlp-endpoint":
+        args += ["--otlp-endpoint", target]
+    else:
+        env[how] = target + "/v1/traces" if how.endswith("TRACES_ENDPOINT") else target
+    proc = _export_with_default(f"http://127.0.0.1:{_free_port()}", *args, env=env)
+    assert proc.stdout.splitlines()[0] == f"OTLP: sending to {target}/v1/traces (http/protobuf, endpoint from {how})"
+    line = one_error_line(proc)
+    assert f"(retried for 1 s; endpoint from {how})" in line and "resume with: dnpc2otel export" in line
+
+
+def test_otlp_config_remembers_where_its_endpoint_came_from(monkeypatch):
+    for k in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(k)
+    assert OtlpConfig.from_env().is_default
+    assert OtlpConfig.from_env("127.0.0.1:1").origin == "given"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    cfg = OtlpConfig.from_env()
+    assert (cfg.endpoint, cfg.origin) == ("http://collector:4318/v1/traces", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert endpoint_address(cfg) == ("collector", 4318)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tempo.example/otlp")
+    cfg = OtlpConfig.from_env()
+    assert (cfg.origin, endpoint_address(cfg)) == ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ("tempo.example", 443))
+    assert endpoint_address(OtlpConfig.from_env("10.0.0.5:4317", "grpc")) == ("10.0.0.5", 4317)
+
+
+# ---------------------------------------------------------------------- off a terminal, nothing is cut
+def test_off_a_terminal_paths_and_names_are_never_cut(htex_copy, tmp_path):
+    """In a pipe (as here) the summary and the converters list are whole lines, however long: no "…", no
+    path broken over two lines."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    out = deep / "a-database-with-a-long-name.duckdb"
+    proc = cli("replay", str(htex_copy), "--duckdb", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"DuckDB: {out}"
+    assert "…" not in proc.stdout
+    proc = cli("converters")
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln.split("\t") for ln in proc.stdout.splitlines()]
+    from dnpc2otel.sources.definitions import load_all
+    assert sorted(r[3] for r in rows) == sorted(str(d.path) for d in load_all([]))
+    assert "…" not in proc.stdout

@@ -71,3 +71,15 @@ def test_readme_architecture_names_every_stage_folder():
     for module in (pkg / "reconcile").glob("*.py"):
         if module.stem != "__init__":
             assert f"`{module.stem}`" in section, f"reconcile/{module.name} is not described"
+
+
+def test_readme_lists_the_analysis_views():
+    """The README's analysis views are the declarations in dnpc2otel/analysis, column for column."""
+    from dnpc2otel.analysis import VIEWS
+
+    text = README.read_text()
+    section = text[text.index("## Asking questions in SQL"):text.index("## Architecture")]
+    for view in VIEWS:
+        row = re.search(rf"^\| `analysis\.{view.name}(?:\([^)]*\))?` \| .* \| `([^`]+)` \|$", section, re.M)
+        assert row, f"analysis view {view.name} is not in the README"
+        assert [c.strip() for c in row.group(1).split(",")] == list(view.column_names), view.name

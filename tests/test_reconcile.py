@@ -105,12 +105,14 @@ def test_killed_run_has_incomplete_spans(htex_copy, tmp_path):
     assert incomplete == {"workflow": 1, "task": len(submitted - finished), "try": len(launched - ended)}
     assert incomplete["task"] > 15
     assert summary.disagreements["incomplete"][0] == sum(incomplete.values())
-    # an incomplete task or try ends at its last observation by any source, never before it starts (the
-    # workflow covers its children, so it ends with the last of them)
+    # an incomplete task or try ends at its last observation by any source, or at its last child's end when
+    # that is later (nesting: it was alive while they were), never before it starts (the workflow covers its
+    # children, so it ends with the last of them)
     bad = rows(out, """SELECT count(*) FROM spans s WHERE end_time_unix_nano < start_time_unix_nano
                        OR attributes->>'$."dnpc.incomplete"' = 'true' AND context_type IN ('task', 'try')
-                          AND end_time_unix_nano <> (SELECT max(time_unix_nano) FROM observations o
-                                                WHERE o.span_id = s.span_id AND o.bounds)""")
+                          AND end_time_unix_nano <> greatest(
+                              (SELECT max(time_unix_nano) FROM observations o WHERE o.span_id = s.span_id AND o.bounds),
+                              (SELECT max(c.end_time_unix_nano) FROM spans c WHERE c.parent_span_id = s.span_id))""")
     assert bad == [(0,)]
 
 

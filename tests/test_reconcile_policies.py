@@ -200,13 +200,14 @@ def test_bounds_untimed_context_takes_its_childrens_bounds():
         obs("try", "1.1", "launched", T0 + 30 * MS),
         obs("try", "1.1", "returned", T0 + 40 * MS),
         child_of("try", "1.1", "task", "1"),
-        # no time and no timed child: a zero-length span at its parent's start
+        # no time and no timed child: an instant at its parent's start, drawn 1 ns long (dnpc.instant)
         child_of("executor_task", "9", "try", "1.1"),
     ])
     s = spans(con)
     assert times(s[("task", "1")]) == (T0 + 10 * MS, T0 + 40 * MS)
     assert "dnpc.bounds.source" not in s[("task", "1")]["attributes"]
-    assert times(s[("executor_task", "9")]) == (T0 + 30 * MS, T0 + 30 * MS)
+    assert times(s[("executor_task", "9")]) == (T0 + 30 * MS, T0 + 30 * MS + 1)
+    assert s[("executor_task", "9")]["attributes"]["dnpc.instant"] is True
 
 
 def test_bounds_incomplete_context_ends_at_last_observation_by_any_source():
@@ -262,7 +263,7 @@ def test_bounds_negative_duration_is_recorded_and_clamped(monkeypatch):
         obs("task", "1", "exec_done", T0 + 35 * MS),
     ])
     span = spans(con)[("task", "1")]
-    assert times(span) == (T0 + 35 * MS, T0 + 35 * MS)  # clamped to zero length at the start
+    assert times(span) == (T0 + 35 * MS, T0 + 35 * MS + 1)  # clamped to an instant (1 ns) at the start
     assert disagreements(con, "negative_duration") == [
         ("negative_duration", "task", "1", "end before start", 25.0, {"start": T0 + 35 * MS, "end": T0 + 10 * MS}),
     ]
@@ -711,7 +712,11 @@ def test_skew_causal_pairs_bound_the_offset_and_the_estimate_is_the_bound_neares
     # received 20 ms before it was dispatched: θ ≤ −20 ms; completed 50 ms before the result: θ ≥ −50 ms
     con = run(_skew_rows(80, 250), causality=CAUSALITY)
     assert _clocks(con) == [(trace_id("r1"), "manager:x", "dfk", 2, -50.0, -20.0, -20.0, False)]
-    assert times(spans(con)[("worker_execution", "w1")]) == (T0 + 80 * MS, T0 + 250 * MS)  # not corrected
+    # not corrected: the execution starts 20 ms before its executor task was dispatched, beyond the
+    # nesting tolerance, so it is clipped to its parent and says by how much
+    span = spans(con)[("worker_execution", "w1")]
+    assert times(span) == (T0 + 100 * MS, T0 + 250 * MS)
+    assert span["attributes"]["dnpc.clipped.start_ms"] == 20.0
 
 
 def test_skew_correction_shifts_the_hosts_observations_by_the_estimate():
@@ -723,14 +728,18 @@ def test_skew_correction_shifts_the_hosts_observations_by_the_estimate():
     assert times(spans(con)[("worker_execution", "w1")]) == (T0 + 100 * MS, T0 + 270 * MS)
 
 
-def test_skew_bounds_holding_zero_give_zero_and_crossing_bounds_give_the_middle():
+def test_skew_bounds_holding_zero_give_zero_and_crossing_bounds_give_no_estimate():
     # in causal order both ways: [−50, +10] holds 0
     con = run(_skew_rows(110, 250), causality=CAUSALITY, correct_skew=True)
     assert _clocks(con) == [(trace_id("r1"), "manager:x", "dfk", 2, -50.0, 10.0, 0.0, True)]
     assert _time_of(con, "worker_execution", "w1", "received") == T0 + 110 * MS
-    # received 20 ms early but completed 30 ms after the result: θ ≤ −20 and θ ≥ +30 cross
-    con = run(_skew_rows(80, 330), causality=CAUSALITY)
-    assert _clocks(con) == [(trace_id("r1"), "manager:x", "dfk", 2, 30.0, -20.0, 5.0, False)]
+    # received 20 ms early but completed 30 ms after the result: θ ≤ −20 and θ ≥ +30 cross, so a pair is
+    # wrong: no estimate (never the middle of contradictory bounds), and nothing is corrected
+    con = run(_skew_rows(80, 330), causality=CAUSALITY, correct_skew=True)
+    assert _clocks(con) == [(trace_id("r1"), "manager:x", "dfk", 2, 30.0, -20.0, None, False)]
+    assert _time_of(con, "worker_execution", "w1", "received") == T0 + 80 * MS
+    assert con.execute("SELECT count(*) FROM reconciled.disagreements WHERE kind = 'contradictory_clock_bounds'"
+                       ).fetchone()[0] == 1
 
 
 def test_skew_correction_leaves_the_runs_utc_offset_alone():

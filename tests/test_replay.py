@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 from conftest import copy_run, corpus_runs
-from verify import NS, check_replay_against_monitoring, log_lines
+from verify import NS, check_replay_against_monitoring, db_rows, log_lines
 
 from dnpc2otel import replay
 
@@ -23,14 +23,28 @@ def corpus_run(request):
     return request.param
 
 
+def _db_counts(db) -> dict[str, int]:
+    """What the run's own monitoring.db says: tasks, tries, dependencies, and tasks that ended failed."""
+    depends = [r[0] for r in db_rows(db, "SELECT task_depends FROM task")]
+    failed = db_rows(db, """SELECT count(*) FROM task t WHERE (SELECT s.task_status_name FROM status s
+        WHERE s.run_id = t.run_id AND s.task_id = t.task_id ORDER BY s.timestamp DESC LIMIT 1)
+        IN ('failed', 'dep_fail')""")[0][0]
+    return {"tasks": db_rows(db, "SELECT count(*) FROM task")[0][0],
+            "tries": db_rows(db, "SELECT count(*) FROM try")[0][0],
+            "dependencies": sum(len([d for d in (x or "").split(",") if d.strip()]) for x in depends),
+            "failed_tasks": failed}
+
+
 def test_corpus_run_matches_its_monitoring_db(corpus_run, tmp_path):
     out = tmp_path / "out.duckdb"
     summary = replay(corpus_run, out)
     counts = check_replay_against_monitoring(out, corpus_run / "monitoring.db", times="monitoring.db")
-    # the workflow has 31 tasks, 2 of them retried once, a join on 20 tasks, a dependency failure
-    assert counts["tasks"] == 31 and counts["tries"] == 33
-    assert counts["dependencies"] == 22
-    assert counts["failed_tasks"] == 3  # two flaky tasks after their retry, one dependency failure
+    want = _db_counts(corpus_run / "monitoring.db")
+    # the mixed workflow: 31 tasks, 2 of them retried once, a combine on 20 tasks, a dependency failure (more in
+    # features-2026 and mixkill-2026); the counts are the database's own
+    assert counts["tasks"] == want["tasks"] >= 31 and counts["tries"] == want["tries"] >= 33
+    assert counts["dependencies"] == want["dependencies"] >= 22
+    assert counts["failed_tasks"] == want["failed_tasks"] >= 3
     assert summary.lines_not_understood == 0
     assert {s.source for s in summary.sources} >= {"monitoring.db"}
 
@@ -38,16 +52,21 @@ def test_corpus_run_matches_its_monitoring_db(corpus_run, tmp_path):
 def test_corpus_run_from_logs_alone(corpus_run, tmp_path):
     """Without monitoring.db, parsl.log (or parsl.jsonlog) alone gives the same tasks, tries and links, each
     try timed exactly by the log lines that bound it."""
+    if not any((corpus_run / "000").glob("parsl.*log")):
+        pytest.skip("made without parsl.log (initialize_logging=False): without monitoring.db nothing names a run")
     logs_only = copy_run(corpus_run, tmp_path, without_db=True)
     out = tmp_path / "logs.duckdb"
     summary = replay(logs_only, out)
     assert all(s.converter != "monitoring_db" for s in summary.sources)
     counts = check_replay_against_monitoring(out, corpus_run / "monitoring.db", times="parsl.log")
-    assert counts["tries"] == 33 and counts["dependencies"] == 22
-    assert counts["timed_tries"] == 33  # the try of the dependency failure too: its 'failed' line
+    want = _db_counts(corpus_run / "monitoring.db")
+    assert counts["tries"] == want["tries"] and counts["dependencies"] == want["dependencies"]
+    assert counts["timed_tries"] == want["tries"]  # the try of the dependency failure too: its 'failed' line
 
 
 def test_one_run_directory_of_a_run_dir(corpus_run, tmp_path):
+    if not any((corpus_run / "000").glob("parsl.*log")):
+        pytest.skip("made without parsl.log: runinfo/000 alone holds no file that names its run")
     out = tmp_path / "one.duckdb"
     summary = replay(corpus_run / "000", out)
     assert [r["run_dir"] for r in summary.runs] == ["000"]

@@ -32,6 +32,8 @@ TRY_BOUNDING_LINES = {
     "try_failed": re.compile(r"^Task (\d+) try (\d+) failed\b"),
     "task_state": re.compile(r"^Task (\d+) (?:changing state from \w+ to \w+|(?:completed|failed) \(\w+ -> \w+\))$"),
     "task_memo": re.compile(r"^Reusing cached result for task (\d+)$"),
+    # a dependency-failed try starts at the DFK's verdict (its only line before the failure itself)
+    "try_dependency_failed": re.compile(r"^Task (\d+) failed due to dependency failure$"),
 }
 _TEXT_RECORD = re.compile(r"^(\d+\.\d+) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*? [A-Z]+: (.*)$")
 

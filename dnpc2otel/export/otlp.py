@@ -8,6 +8,11 @@ while the receiver is unavailable. Export reads the database only, so it can be 
 
 Where it sends is `otlp_config.OtlpConfig`. The service namespace of each run comes from the `runs` table
 (the workflow system's declaration), not from this module.
+
+Resources: one per process and service. Each span names its process by `service.instance.id`; the process's
+own span (marked `dnpc.process`, see reconcile/spans.py) holds the process's OpenTelemetry resource
+attributes — `host.*`, `os.*`, `process.*`, `service.version` — which become the resource of every span of
+that process, beside `service.name` and `service.namespace`. The spans keep all their attributes.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from .. import __version__
 from ..errors import UserError, first_line
-from .otlp_config import ExportError, OtlpConfig
+from .otlp_config import ExportError, OtlpConfig, require_listener
 
 __all__ = ["ExportError", "ExportResult", "OtlpConfig", "export"]
 
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+# span attributes of a process's span that describe the process: its OTLP resource (OTel semantic conventions)
+RESOURCE_PREFIXES = ("host.", "os.", "process.")
+RESOURCE_KEYS = ("service.version", "service.instance.id")
 
 # ---------------------------------------------------------------------- protobuf from rows
 def any_value(v) -> common_pb2.AnyValue:
@@ -55,6 +63,12 @@ def key_values(attrs: str | dict | None) -> list[common_pb2.KeyValue]:
         return []
     d = json.loads(attrs) if isinstance(attrs, str) else attrs
     return [common_pb2.KeyValue(key=k, value=any_value(v)) for k, v in d.items() if v is not None]
+
+
+def resource_attributes(attrs: dict) -> dict:
+    """The attributes of a process's span that belong on its resource."""
+    return {k: v for k, v in attrs.items()
+            if v is not None and (k in RESOURCE_KEYS or k.startswith(RESOURCE_PREFIXES))}
 
 
 def _span(row: dict) -> trace_pb2.Span:
@@ -100,6 +114,22 @@ FROM spans s WHERE_CLAUSE
 ORDER BY s.trace_id, s.start_time_unix_nano, s.span_id
 """
 
+# the spans that are processes: their resource attributes, by (trace, service.instance.id)
+PROCESSES_SQL = """
+SELECT s.trace_id, s.attributes::VARCHAR FROM spans s
+WHERE json_extract(s.attributes, '$."dnpc.process"') IS NOT NULL WHERE_AND
+"""
+
+
+def _processes(con: duckdb.DuckDBPyConnection, where: str, params: list) -> dict[tuple[str, str], dict]:
+    out: dict[tuple[str, str], dict] = {}
+    for trace_id, attributes in con.execute(PROCESSES_SQL.replace("WHERE_AND", where), params).fetchall():
+        attrs = json.loads(attributes)
+        instance = attrs.get("service.instance.id")
+        if instance:
+            out[(trace_id, instance)] = resource_attributes(attrs)
+    return out
+
 
 def _requests(
     con: duckdb.DuckDBPyConnection, trace_ids: list[str] | None, max_bytes: int
@@ -107,11 +137,12 @@ def _requests(
     """Yield (request, span count), each request at most `max_bytes` (one oversized span excepted)."""
     where, params = "", []
     if trace_ids:
-        where = f"WHERE s.trace_id IN ({', '.join('?' for _ in trace_ids)})"
+        where = f"s.trace_id IN ({', '.join('?' for _ in trace_ids)})"
         params = list(trace_ids)
-    cur = con.execute(SPANS_SQL.replace("WHERE_CLAUSE", where), params)
+    processes = _processes(con, f"AND {where}" if where else "", params)
+    cur = con.execute(SPANS_SQL.replace("WHERE_CLAUSE", f"WHERE {where}" if where else ""), params)
     names = [d[0] for d in cur.description]
-    by_service: dict[tuple[str, str | None], list[trace_pb2.Span]] = {}
+    by_service: dict[tuple[str, str | None, str], list[trace_pb2.Span]] = {}
     size = 0
     count = 0
     while True:
@@ -120,12 +151,16 @@ def _requests(
             break
         for r in rows:
             row = dict(zip(names, r, strict=True))
+            row["attributes"] = json.loads(row["attributes"]) if row["attributes"] else {}
             span = _span(row)
             n = span.ByteSize() + 16  # field tag and length prefixes
-            if count and size + n + 256 * (len(by_service) + 1) > max_bytes:
+            if count and size + n + 512 * (len(by_service) + 1) > max_bytes:
                 yield _request(by_service), count
                 by_service, size, count = {}, 0, 0
-            service = (row["service_name"] or "dnpc2otel", row["service_namespace"])
+            instance = row["attributes"].get("service.instance.id")
+            resource = processes.get((row["trace_id"], instance), {"service.instance.id": instance} if instance else {})
+            process = json.dumps(resource, sort_keys=True)
+            service = (row["service_name"] or "dnpc2otel", row["service_namespace"], process)
             by_service.setdefault(service, []).append(span)
             size += n
             count += 1
@@ -134,11 +169,13 @@ def _requests(
 
 
 def _request(
-    by_service: dict[tuple[str, str | None], list[trace_pb2.Span]],
+    by_service: dict[tuple[str, str | None, str], list[trace_pb2.Span]],
 ) -> trace_service_pb2.ExportTraceServiceRequest:
     req = trace_service_pb2.ExportTraceServiceRequest()
-    for (service, namespace), spans in sorted(by_service.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        resource = {"service.name": service, "service.namespace": namespace,
+    for (service, namespace, process), spans in sorted(
+        by_service.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
+    ):
+        resource = {"service.name": service, "service.namespace": namespace, **json.loads(process),
                     "telemetry.sdk.name": "dnpc2otel", "telemetry.sdk.version": __version__}
         rs = req.resource_spans.add(resource=resource_pb2.Resource(attributes=key_values(resource)))
         rs.scope_spans.add(
@@ -259,6 +296,12 @@ def export(
     hint = resume_hint or (
         f"dnpc2otel export {db_path} --otlp-endpoint {config.endpoint} --otlp-protocol {config.protocol}"
     )
+    if config.is_default:  # nobody chose this endpoint: when nothing listens there, say so now, not in a minute
+        try:
+            require_listener(config)
+        except ExportError:
+            con.close()
+            raise
     result = ExportResult()
     grpc_send = _GrpcSender(config) if config.protocol == "grpc" else None
 
@@ -301,7 +344,7 @@ def _deliver(req, send, cfg: OtlpConfig, result: ExportResult, hint: str) -> Non
         except _Retryable as e:
             if waited >= cfg.retry_for_s:
                 raise ExportError(
-                    f"OTLP export failed: {e} (retried for {waited:.0f} s). The DuckDB file is complete; "
+                    f"OTLP export failed: {e} (retried for {waited:.0f} s; {cfg.why}). The DuckDB file is complete; "
                     f"when the receiver is back, resume with: {hint}"
                 ) from None
             pause = min(e.after or delay, max(cfg.retry_for_s - waited, 0.1))

@@ -2,11 +2,14 @@
 
 Given values win; otherwise the OpenTelemetry exporter environment variables
 (OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _PROTOCOL / _HEADERS / _TIMEOUT / _COMPRESSION), then the defaults.
+The config remembers where its endpoint came from (`origin`), so that export can say where it sends and why,
+and fail at once when nobody chose the endpoint and nothing listens there (`require_listener`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -15,6 +18,7 @@ from ..errors import UserError
 DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
 DEFAULT_OTLP_GRPC_ENDPOINT = "127.0.0.1:4317"
 PROTOCOLS = ("http/protobuf", "grpc")
+DEFAULT_ORIGIN = "default"
 # below the 4 MiB gRPC default of Jaeger and the Collector, with room for the request envelope
 DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024 + 512 * 1024
 
@@ -32,6 +36,22 @@ class OtlpConfig:
     compression: str | None = None  # None or "gzip"
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     retry_for_s: float = 60.0  # give up after retrying this long in all for one request
+    origin: str = "given"  # where the endpoint came from: the option that gave it, a variable's name, "default"
+
+    @property
+    def is_default(self) -> bool:
+        return self.origin == DEFAULT_ORIGIN
+
+    @property
+    def why(self) -> str:
+        if self.is_default:
+            return ("the default endpoint: none of --otlp-endpoint, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT is set")
+        return f"endpoint from {self.origin}"
+
+    def describe(self) -> str:
+        """'http://127.0.0.1:4318/v1/traces (http/protobuf, endpoint from --otlp-endpoint)'."""
+        return f"{self.endpoint} ({self.protocol}, {self.why})"
 
     @classmethod
     def from_env(
@@ -39,9 +59,12 @@ class OtlpConfig:
         endpoint: str | None = None,
         protocol: str | None = None,
         headers: dict[str, str] | None = None,
+        given_as: str = "given",
         **kw,
     ) -> OtlpConfig:
+        """`given_as` names where a given endpoint came from, for messages (the CLI: '--otlp-endpoint')."""
         env = os.environ
+        origin = given_as
         protocol = (
             protocol
             or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -56,12 +79,14 @@ class OtlpConfig:
             signal = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
             if signal:
-                endpoint = signal  # used as is (the spec: no /v1/traces appended)
+                endpoint, origin = signal, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"  # used as is (no /v1/traces added)
             elif base:
                 endpoint = base.rstrip("/") + "/v1/traces" if protocol == "http/protobuf" else base
+                origin = "OTEL_EXPORTER_OTLP_ENDPOINT"
         elif protocol == "http/protobuf":
             endpoint = _http_url(endpoint)
         if endpoint is None:
+            origin = DEFAULT_ORIGIN
             endpoint = (
                 DEFAULT_OTLP_HTTP_ENDPOINT + "/v1/traces" if protocol == "http/protobuf" else DEFAULT_OTLP_GRPC_ENDPOINT
             )
@@ -74,7 +99,30 @@ class OtlpConfig:
         comp = env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
         if comp and "compression" not in kw:
             kw["compression"] = None if comp == "none" else comp
-        return cls(endpoint=endpoint, protocol=protocol, headers=hdrs, **kw)
+        return cls(endpoint=endpoint, protocol=protocol, headers=hdrs, origin=origin, **kw)
+
+
+def require_listener(cfg: OtlpConfig, timeout_s: float = 3.0) -> None:
+    """Raise ExportError at once when nothing accepts connections at the endpoint.
+
+    For the default endpoint only: nobody asked for it, so retrying it for a minute helps nobody. A
+    configured endpoint is retried (a receiver being restarted comes back)."""
+    host, port = endpoint_address(cfg)
+    try:
+        socket.create_connection((host, port), timeout=min(timeout_s, cfg.timeout_s)).close()
+    except OSError as e:
+        raise ExportError(
+            f"nothing listens at {cfg.endpoint} ({e.strerror or e}); it is {cfg.why}; "
+            "start a receiver (docker compose up -d, or bash scripts/jaeger.sh run) or give --otlp-endpoint"
+        ) from None
+
+
+def endpoint_address(cfg: OtlpConfig) -> tuple[str, int]:
+    """(host, port) an endpoint connects to: a URL's, or gRPC's 'host:port'."""
+    target = cfg.endpoint if "://" in cfg.endpoint else "grpc://" + cfg.endpoint
+    parsed = urllib.parse.urlparse(target)
+    default_port = {"https": 443, "http": 80}.get(parsed.scheme, 4317)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
 
 def _http_url(endpoint: str) -> str:

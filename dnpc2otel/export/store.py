@@ -12,12 +12,12 @@ from pathlib import Path
 
 import duckdb
 
-from .. import __version__
+from .. import __version__, analysis
 from ..errors import UserError, first_line
 from ..sources.templates import quote_ident, quote_literal
 from ..tables import OUTPUT, RECONCILED, SOURCES
 
-SCHEMA_VERSION = 3  # 3: runs.service_namespace, sources.records_used
+SCHEMA_VERSION = 4  # 3: runs.service_namespace, sources.records_used; 4: clocks.consistent, a count of invalid bytes
 
 VIEWS = {
     # every observation that is an event, with its provenance: a view, so that the facts are stored once
@@ -89,6 +89,7 @@ def _create_views(path: Path, extra: list[tuple[str, str]]) -> None:
                 c.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
             except duckdb.Error as e:
                 raise UserError(f"view {name} of a converter definition does not bind: {first_line(e)}") from None
+        analysis.create(c)  # schema `analysis`: the views of dnpc2otel/analysis, over the tables just written
 
 
 def _fill(con: duckdb.DuckDBPyConnection, db: str) -> None:

@@ -12,7 +12,8 @@ ones before it made:
 7. attributes.choose     kv, ctx_attr                                       the winning value per key
 8. disagreements.find    disagreements_out                                  needs 1-7; bounds reads `incomplete`
 9. bounds.bound          ctx_bounds                                         start and end of every context
-10. spans.spans, links   spans_out, span_links_out, dangling_links
+9b. nesting.nest         ctx_nesting (updates ctx_bounds)                   children inside parents, no instants
+10. spans.spans, links   spans_out, span_links_out, dangling_links          processes (resources), status
 11. runs.run_table       runs_out                                           needs the root spans
 12. _publish             reconciled.*                                       the declared output tables
 """
@@ -37,7 +38,7 @@ from ..tables import (
     create_stage,
     insert,
 )
-from . import attributes, bounds, clock, contexts, disagreements, runs, skew, spans
+from . import attributes, bounds, clock, contexts, disagreements, nesting, runs, skew, spans
 
 DEFAULT_THRESHOLD_MS = disagreements.DEFAULT_THRESHOLD_MS
 
@@ -69,6 +70,7 @@ def reconcile(
     attributes.choose(con)
     disagreements.find(con, types, threshold_ms)
     bounds.bound(con, system)
+    nesting.nest(con)
     spans.spans(con, types, system)
     spans.links(con)
     runs.run_table(con, system)

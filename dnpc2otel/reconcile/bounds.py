@@ -2,10 +2,12 @@
 
 Each source bounds a context by the earliest/latest of its events (events a converter marks bounds=false —
 monitoring's status echoes, resource samples — and observations without an event count only when there is
-nothing else). The span takes the bounds of the most trusted source (lowest converter priority) and
-records the others' spread; an incomplete context lasts until its last sign of life, whichever source saw
-it; types that `covers_children` (and the root) widen to their children, those of any parent claim; a
-context with no time of its own takes its children's, else a zero-length span at its parent's start.
+nothing else). The span takes the bounds of the most trusted source (lowest converter priority) and records
+the others' spread; an incomplete context lasts until its last sign of life, whichever source saw it; types
+that `covers_children` (and the root) widen to their children, those of any parent claim; a context with no
+time of its own takes its children's, else an instant at its parent's start. The most trusted source's
+times stand even where they make the context one instant (a dependency-failed try in monitoring.db: one row,
+its end): nesting.py makes such an instant a 1 ns span, and puts every span inside its parent.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
                -- (a resource sample or a status echo included: bounds=false says "not a transition", not "dead")
                CASE WHEN bool_or(inc.ck IS NOT NULL) THEN greatest(max(e), any_value(inc.last_t))
                     ELSE arg_min(e, (priority, converter)) END AS e,
-               arg_min(converter, (priority, converter)) AS bounds_source,
+               arg_min(converter, (priority, converter)) AS bounds_source, min(priority) AS priority,
                count(*) AS n_sources,
                (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
         FROM source_bounds
@@ -59,7 +61,9 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
         CREATE OR REPLACE TEMP TABLE ctx_bounds AS
         SELECT c.ck, c.run, c.type, c.id, p.pk, p.orphan, b.s, b.e, b.s IS NULL AS untimed,
                coalesce(ct.covers, false) AS covers, b.bounds_source, b.n_sources, b.start_spread_ms,
-               b.end_spread_ms
+               b.end_spread_ms,
+               -- how trusted the source of the start and of the end is (its priority; nesting.py weighs them)
+               b.priority AS s_prio, b.priority AS e_prio
         FROM ctx c
         JOIN ctx_parent p USING (ck)
         LEFT JOIN chosen_bounds b USING (ck)
@@ -70,8 +74,11 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
     for _ in range(MAX_DEPTH):
         changed = con.execute(
             f"""
-            UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e)
-            FROM (SELECT r.pk, min(c.s) AS s, max(c.e) AS e
+            UPDATE ctx_bounds AS p SET s = least(coalesce(p.s, ch.s), ch.s), e = greatest(coalesce(p.e, ch.e), ch.e),
+                   s_prio = CASE WHEN p.s IS NULL OR ch.s < p.s THEN ch.s_prio ELSE p.s_prio END,
+                   e_prio = CASE WHEN p.e IS NULL OR ch.e > p.e THEN ch.e_prio ELSE p.e_prio END
+            FROM (SELECT r.pk, min(c.s) AS s, max(c.e) AS e, arg_min(c.s_prio, c.s) AS s_prio,
+                         arg_max(c.e_prio, c.e) AS e_prio
                   FROM (SELECT ck, pk FROM ctx_bounds UNION SELECT ck, pk FROM parent_cand) r
                   JOIN ctx_bounds c USING (ck) WHERE c.s IS NOT NULL GROUP BY r.pk) ch
             WHERE ch.pk = p.ck AND (p.covers OR p.untimed OR p.type = {quote_literal(system.root_context)})
@@ -80,7 +87,7 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
         ).fetchone()
         if not changed or changed[0] == 0:
             break
-    # still untimed (no own time, no timed child): a zero-length span at the parent's start
+    # still untimed (no own time, no timed child): an instant at the parent's start (1 ns: nesting.py)
     for _ in range(MAX_DEPTH):
         changed = con.execute(
             """

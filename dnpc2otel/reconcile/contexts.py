@@ -14,13 +14,27 @@ Parents: a context may be asserted child_of several contexts. The primary parent
 comes first in the context type's `parents` list (then the source of higher priority); the others become
 span links (`also_child_of`). Two claimants of the same type choose neither: the context hangs under the
 root, marked `dnpc.orphan`, as does a context with no parent.
+
+Inferred parents (`[[bindings]]` of the definitions): where no record names a context's parent, evidence may
+tie it to one. A binding matches an evidence context (the context, or its child of type `through`) to a
+parent by equal attribute values — the evidence's context attributes, the parent's event attributes — at
+times inside the evidence's window (its first to last observation, any source). The policy, one to one or
+nothing: the evidence has one value per match attribute and binds one context; the context has no claimed
+parent of the type, the parent no claimed child of the context's type; the context matches one parent and
+the parent one context; and every such event of the parent that carries the match attributes lies inside
+the windows it matched; windows with equal values that overlap (a pid on two hosts at once) bind nothing.
+A binding is an observation of the declaring source (its evidence line, rule `binding:NAME`) with
+`dnpc.binding = inferred` and the binding's `dnpc.inferred`; it then competes as a claim like any other.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import duckdb
 
-from ..sources.definitions import ContextType, System
+from ..sources.definitions import Binding, ContextType, System
 from ..sources.templates import quote_literal, rows_table
 
 
@@ -30,11 +44,15 @@ def key_sql(run: str, ctype: str, cid: str) -> str:
 
 
 def declare_types(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
-    """Tables ctype_parent and ctype: the context types' declarations, for the SQL to join."""
+    """Tables ctype_parent, ctype and ctype_binding: the context types' declarations, for the SQL to join
+    (and the bindings gathered on the types, which choose_parents runs)."""
     rows_table(con, "ctype_parent", "type VARCHAR, parent_type VARCHAR, rank INTEGER",
                [(t.name, p, i) for t in types.values() for i, p in enumerate(t.parents)])
     rows_table(con, "ctype", "type VARCHAR, service VARCHAR, default_name VARCHAR, covers BOOLEAN",
                [(t.name, t.service, t.default_name, t.covers_children) for t in types.values()])
+    # the bindings, in declaration order: choose_parents runs them before ranking the claims
+    rows_table(con, "ctype_binding", "n INTEGER, spec JSON",
+               [(i, json.dumps(asdict(b))) for i, b in enumerate(b for t in types.values() for b in t.bindings)])
 
 
 def identify(con: duckdb.DuckDBPyConnection, system: System) -> None:
@@ -72,7 +90,10 @@ def identify(con: duckdb.DuckDBPyConnection, system: System) -> None:
 
 
 def choose_parents(con: duckdb.DuckDBPyConnection, system: System) -> None:
-    """Create parent_cand (every claim), parent_rank (claims ranked) and ctx_parent (the primary parent)."""
+    """Create parent_cand (every claim), parent_rank (claims ranked) and ctx_parent (the primary parent);
+    first add to obs_t the claims the declared bindings infer."""
+    for (spec,) in con.execute("SELECT spec FROM ctype_binding ORDER BY n").fetchall():
+        bind(con, Binding(**json.loads(spec)))
     root = quote_literal(system.root_context)
     con.execute(
         """
@@ -105,3 +126,94 @@ def choose_parents(con: duckdb.DuckDBPyConnection, system: System) -> None:
     )
 
 
+
+
+def bind(con: duckdb.DuckDBPyConnection, b: Binding) -> int:
+    """Add to obs_t the child_of claims binding `b` infers (see the module's policy); returns how many."""
+    ctype, ptype = quote_literal(b.context), quote_literal(b.parent)
+    wtype = quote_literal(b.through or b.context)
+    n = len(b.match)
+    evidence_keys = ", ".join(
+        f"min(json_extract_string(o.attributes, {_path(w)})) AS k{i}, "
+        f"count(DISTINCT json_extract_string(o.attributes, {_path(w)})) AS n{i}" for i, w in enumerate(b.match))
+    one_value = " AND ".join(f"n{i} = 1" for i in range(n))
+    parent_keys = ", ".join(f"json_extract_string(o.event_attributes, {_path(a)}) AS k{i}"
+                            for i, a in enumerate(b.match.values()))
+    keys = ", ".join(f"k{i}" for i in range(n))
+    equal = " AND ".join(f"pe.k{i} = ev.k{i}" for i in range(n))
+    events = ", ".join(quote_literal(e) for e in b.events)
+    target = (
+        f"""SELECT o.ck AS wk, min(o.rk) AS ck FROM obs_t o
+            WHERE o.context_type = {wtype} AND o.relation = 'child_of' AND o.related_type = {ctype}
+            GROUP BY o.ck HAVING count(DISTINCT o.rk) = 1"""
+        if b.through else "SELECT wk, wk AS ck FROM ev"
+    )
+    note = {"dnpc.binding": "inferred", "dnpc.inferred": b.inferred}
+    before = con.execute("SELECT count(*) FROM obs_t").fetchone()
+    con.execute(
+        f"""
+        INSERT INTO obs_t BY NAME
+        WITH ev_all AS (
+            -- evidence: one value per match attribute, its window, and its first line (the binding's provenance)
+            SELECT o.ck AS wk, any_value(o.run) AS run, min(o.t) AS lo, max(o.t) AS hi, {evidence_keys},
+                   arg_min(o.source, (o.t, o.line)) AS source, arg_min(o.line, (o.t, o.line)) AS line,
+                   arg_min(o.run_key, (o.t, o.line)) AS run_key, arg_min(o.clock, (o.t, o.line)) AS clock
+            FROM obs_t o WHERE o.context_type = {wtype} AND o.t IS NOT NULL
+            GROUP BY o.ck HAVING {one_value}
+        ), ev AS (
+            -- windows of equal values that overlap (a pid on two hosts at once) cannot tell their events apart;
+            -- touching ones (old logs stamp to the ms) can
+            SELECT * FROM ev_all
+            QUALIFY coalesce(max(hi) OVER (PARTITION BY run, {keys} ORDER BY lo, hi, wk
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) <= lo, true)
+                AND coalesce(lead(lo) OVER (PARTITION BY run, {keys} ORDER BY lo, hi, wk) >= hi, true)
+        ), target AS ({target}),
+        pe AS (
+            SELECT o.ck AS pk, o.run, o.t, o.source, o.line, {parent_keys}
+            FROM obs_t o WHERE o.context_type = {ptype} AND o.event IN ({events}) AND o.t IS NOT NULL
+        ),
+        keyed AS (SELECT pk, count(*) AS n FROM pe WHERE {" OR ".join(f"k{i} IS NOT NULL" for i in range(n))}
+                  GROUP BY pk),
+        -- each event in the window of equal values that began last before it (windows do not overlap now)
+        inside AS (
+            SELECT pe.pk, pe.t, pe.source || ':' || pe.line AS event_line, ev.*
+            FROM pe ASOF JOIN ev ON pe.run = ev.run AND {equal} AND pe.t >= ev.lo
+            WHERE pe.t <= ev.hi
+        ),
+        cand AS (
+            SELECT tg.ck, i.pk, count(*) AS n, min(i.wk) AS wk, arg_min(i.event_line, i.t) AS first,
+                   arg_min(i.source, i.lo) AS source, arg_min(i.line, i.lo) AS line,
+                   arg_min(i.run_key, i.lo) AS run_key, arg_min(i.clock, i.lo) AS clock
+            FROM inside i JOIN target tg USING (wk)
+            GROUP BY tg.ck, i.pk
+        ),
+        one_to_one AS (
+            SELECT * FROM cand
+            QUALIFY count(*) OVER (PARTITION BY ck) = 1 AND count(*) OVER (PARTITION BY pk) = 1
+        )
+        SELECT c.run, x.run_key, c.type AS context_type, c.id AS context_id, NULL::VARCHAR AS event,
+               x.clock, false AS bounds, {quote_literal(json.dumps(note))} AS attributes,
+               json_object('dnpc.binding.name', {quote_literal(b.name)}, 'dnpc.binding.evidence',
+                           w.type || ':' || w.id, 'dnpc.binding.matched_events', x.n,
+                           'dnpc.binding.first_event', x.first)::VARCHAR AS event_attributes,
+               'child_of' AS relation, p.type AS related_type, p.id AS related_id, x.source, x.line,
+               {quote_literal(b.source)} AS converter, {quote_literal('binding:' + b.name)} AS rule,
+               {int(b.priority)} AS priority, x.ck, x.pk AS rk
+        FROM one_to_one x JOIN ctx c ON c.ck = x.ck JOIN ctx p ON p.ck = x.pk JOIN ctx w ON w.ck = x.wk
+        -- every event of the parent that carries the values lies inside the matched windows
+        JOIN keyed k ON k.pk = x.pk AND k.n = x.n
+        -- only where no source claims a parent of the type, nor a child of the type for the parent
+        WHERE c.run = p.run
+          AND NOT EXISTS (SELECT 1 FROM obs_t o WHERE o.ck = x.ck AND o.relation = 'child_of'
+                                                    AND o.related_type = {ptype})
+          AND NOT EXISTS (SELECT 1 FROM obs_t o WHERE o.rk = x.pk AND o.relation = 'child_of'
+                                                    AND o.context_type = {ctype})
+        """
+    )
+    after = con.execute("SELECT count(*) FROM obs_t").fetchone()
+    return (after[0] if after else 0) - (before[0] if before else 0)
+
+
+def _path(attribute: str) -> str:
+    """The JSON path of an attribute name with dots in it ('process.pid' → '$."process.pid"')."""
+    return quote_literal('$."' + attribute.replace('"', '\\"') + '"')

@@ -5,7 +5,8 @@ Kinds of disagreement (table `disagreements`, one row each, with its size):
   threshold (e.g. parsl.log's exec_done and monitoring.db's exec_done status row).
 - `impossible_order`: events of a context in an order its type forbids (its `order` list), e.g. a try
   `running` before it was `launched` (a known race of Parsl's monitoring for fast tasks).
-- `missing_in_source`: a source that describes contexts of a type in a run lacks one that others have.
+- `missing_in_source`: a source that describes contexts of a type in a run lacks one that others have (and
+  that its definition expects it to describe: `[describes.TYPE]`).
 - `parent_conflict`: a context claimed as child of two different contexts of the same type (an executor
   id reused, a try launched twice): no parent is chosen among them; the context hangs under the
   workflow, marked, instead of under a wrong parent.
@@ -16,6 +17,11 @@ Kinds of disagreement (table `disagreements`, one row each, with its size):
 - `conflicting_values`: an attribute its type calls `unique` has several values (a block with two job ids).
 - `too_many_children`: more children of a type than `max_children` allows (a try with two executor tasks:
   an executor id reused or a double launch).
+- `child_outside_parent`: a context lies outside its parent by more than the measurement error (a worker
+  went on with a task after the try had failed): recorded by nesting.py, which clips it to its parent.
+- `contradictory_clock_bounds`: a host clock's causal pairs bound its offset from both sides in ways no
+  shift satisfies (skew.py leaves it uncorrected, with no estimate); on the run's root context, subject
+  the clock, size how far the bounds cross, detail the pairs in contradiction with their provenance.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ def find(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType], threshol
     )
     _same_event_apart(con, threshold_ms)
     _impossible_order(con, types)
-    _missing_in_source(con)
+    _missing_in_source(con, types)
     _parent_conflicts(con)
     _incomplete(con, types)
     _bindings(con, types)
+    _contradictory_clock_bounds(con)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, select: str) -> None:
@@ -99,7 +106,24 @@ def _impossible_order(con: duckdb.DuckDBPyConnection, types: dict[str, ContextTy
     )
 
 
-def _missing_in_source(con: duckdb.DuckDBPyConnection) -> None:
+def _missing_in_source(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> None:
+    """A source that describes contexts of a type in a run is expected to describe all of them, unless its
+    definition says which ones (`[describes.TYPE]`: `expected = false`, or only those `having` a chain of
+    children, such as monitoring.db's executors, known only from their blocks)."""
+    expectations = [e for t in types.values() for e in t.described_by]
+    rows_table(con, "source_expectation", "converter VARCHAR, type VARCHAR, expected BOOLEAN, chained BOOLEAN",
+               [(e.source, e.context_type, e.expected, bool(e.having)) for e in expectations])
+    # the contexts each `having` chain holds for: children of the first type (claimed by any source), which
+    # have children of the next type, …
+    con.execute("CREATE OR REPLACE TEMP TABLE source_expected_ctx (converter VARCHAR, ck UHUGEINT)")
+    for e in expectations:
+        chain = ""
+        for level, child_type in reversed(list(enumerate(e.having))):
+            below = f" AND p{level}.ck IN ({chain})" if chain else ""
+            t = quote_literal(child_type)
+            chain = f"SELECT p{level}.pk FROM parent_cand p{level} WHERE p{level}.type = {t}{below}"
+        if chain:
+            con.execute(f"INSERT INTO source_expected_ctx SELECT DISTINCT {quote_literal(e.source)}, pk FROM ({chain})")
     _insert(
         con,
         """
@@ -110,7 +134,10 @@ def _missing_in_source(con: duckdb.DuckDBPyConnection) -> None:
                json_object('missing_from', d.converter) AS detail
         FROM contexts c JOIN describes d USING (run, type)
         LEFT JOIN seen s ON s.ck = c.ck AND s.converter = d.converter
-        WHERE s.converter IS NULL
+        LEFT JOIN source_expectation x ON x.converter = d.converter AND x.type = c.type
+        WHERE s.converter IS NULL AND coalesce(x.expected, true)
+          AND (NOT coalesce(x.chained, false)
+               OR EXISTS (SELECT 1 FROM source_expected_ctx y WHERE y.converter = d.converter AND y.ck = c.ck))
         """,
     )
 
@@ -185,3 +212,26 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
             GROUP BY p.pk, p.type HAVING count(DISTINCT p.ck) > any_value(l.n)
             """,
         )
+
+
+def _contradictory_clock_bounds(con: duckdb.DuckDBPyConnection) -> None:
+    """From skew.measure's clock_conflict: one row per host clock whose bounds contradict, on the run's root."""
+    _insert(
+        con,
+        """
+        SELECT p.ck, 'contradictory_clock_bounds' AS kind, c.clock AS subject, c.size_ms,
+               json_merge_patch(json_object('clock', c.clock), c.detail) AS detail
+        FROM clock_conflict c JOIN ctx x ON x.run = c.run JOIN ctx_parent p ON p.ck = x.ck AND p.pk IS NULL
+        """,
+    )
+
+
+def child_outside_parent(con: duckdb.DuckDBPyConnection) -> None:
+    """`child_outside_parent` rows from nest_clipped (made by nesting.nest, which runs after the bounds)."""
+    _insert(
+        con,
+        """
+        SELECT ck, 'child_outside_parent' AS kind, subject, greatest(early, late) / 1e6 AS size_ms, detail
+        FROM nest_clipped
+        """,
+    )

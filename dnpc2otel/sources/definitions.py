@@ -2,10 +2,11 @@
 
 A definition names its source (files matched by a path regular expression relative to the run_dir), how
 records are read from it (`formats`), and how records become observations (`rules` for logs, `queries`
-for SQLite). It may declare the context types it introduces, views and summary lines, and — once per
-workflow system — the `[system]` facts the core must not assume (the run's root context type, the reference
-clock, the service namespace, the files that mark a run). This module only loads and checks the
-definitions; `observer` executes them.
+for SQLite). It may declare the context types it introduces, which contexts of a type it is expected to
+describe (`[describes.TYPE]`), parents to infer where no record names them (`[[bindings]]`), views and
+summary lines, and — once per workflow system — the `[system]` facts the core must not assume (the run's
+root context type, the reference clock, the service namespace, the files that mark a run). This module
+only loads and checks the definitions; `observer` executes them.
 
 Checking is in two steps, each failing with one line that names the file, the entry and the key: the JSON
 Schema of the language (converters/definition.schema.json, see `schema`) catches unknown keys and wrong
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,14 @@ from . import schema
 from .model import (
     KINDS,
     RESERVED_FIELDS,
+    Binding,
     Carry,
     Catalog,
     Causality,
     ContextType,
     Definition,
     Emit,
+    Expectation,
     Format,
     Query,
     Rule,
@@ -42,12 +46,14 @@ from .schema import close_match, did_you_mean, entry_name, re2_error
 from .templates import fields_of
 
 __all__ = [
+    "Binding",
     "Carry",
     "Catalog",
     "Causality",
     "ContextType",
     "Definition",
     "Emit",
+    "Expectation",
     "Format",
     "KINDS",
     "Query",
@@ -69,27 +75,34 @@ def builtin_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "converters"
 
 
-def load_all(extra_dirs: list[Path] | None = None) -> list[Definition]:
-    """The built-in definitions, then those in `extra_dirs` and $DNPC2OTEL_CONVERTERS (":"-separated).
+def load_all(extra_dirs: list[Path] | None = None, extra_files: list[Path] | None = None) -> list[Definition]:
+    """The built-in definitions, then those in $DNPC2OTEL_CONVERTERS (":"-separated directories or .toml
+    files), `extra_dirs` and `extra_files` (`--converter FILE`).
 
     A user definition with the name of a built-in one replaces it. The definitions are checked together
     too (context types declared differently, parents no definition declares, several [system] tables).
     """
-    return list(load_catalog(extra_dirs).definitions)
+    return list(load_catalog(extra_dirs, extra_files).definitions)
 
 
-def load_catalog(extra_dirs: list[Path] | None = None) -> Catalog:
+def load_catalog(extra_dirs: list[Path] | None = None, extra_files: list[Path] | None = None) -> Catalog:
     """The definitions of load_all, checked together, with their system and context types."""
-    dirs = [builtin_dir()]
+    places = [builtin_dir()]
     env = os.environ.get("DNPC2OTEL_CONVERTERS")
     if env:
-        dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    dirs += list(extra_dirs or [])
+        places += [Path(p) for p in env.split(os.pathsep) if p]
+    places += list(extra_dirs or []) + list(extra_files or [])
     by_name: dict[str, Definition] = {}
-    for d in dirs:
-        if not d.is_dir():
+    for d in places:
+        if d.suffix == ".toml" and not d.is_dir():  # one definition file (`--converter`, dnpc2otel.toml)
+            if not d.is_file():
+                raise DefinitionError(f"converter definition {d} does not exist")
+            paths = [d]
+        elif d.is_dir():
+            paths = sorted(d.glob("*.toml"))
+        else:
             raise DefinitionError(f"converter directory {d} does not exist")
-        for path in sorted(d.glob("*.toml")):
+        for path in paths:
             definition = load(path)
             by_name[definition.name] = definition
     definitions = list(by_name.values())
@@ -105,7 +118,11 @@ def _system_of(definitions: list[Definition]) -> System:
 
 
 def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
-    """The context types the definitions declare; each parent and `max_children` type must be one of them."""
+    """The context types the definitions declare; each parent and `max_children` type must be one of them.
+
+    What other definitions say about a type — which of its contexts they are expected to describe
+    (`[describes.TYPE]`), how a context no record binds may get its parent (`[[bindings]]`) — is gathered
+    on the type (`described_by`, `bindings`), so that the reconciler reads one declaration per type."""
     types: dict[str, ContextType] = {}
     declared_in: dict[str, Path] = {}
     for d in definitions:
@@ -114,17 +131,52 @@ def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
                 raise DefinitionError(f"{d.path}: context {name}: declared differently in {declared_in[name]}")
             types[name] = ct
             declared_in.setdefault(name, d.path)
-    known = set(types) | {_system_of(definitions).root_context}
+    root = _system_of(definitions).root_context
+    known = set(types) | {root}
+
+    def check_known(d: Definition, entry: str, key: str, t: str) -> None:
+        if t not in known:
+            raise DefinitionError(f"{d.path}: {entry}: key '{key}': unknown context type {t!r}"
+                                  + (did_you_mean(t, known) or " (no definition declares it)"))
+
     for d in definitions:
         for name, ct in d.contexts.items():
             for key, used in (("parents", ct.parents), ("max_children", tuple(ct.max_children))):
                 for t in used:
-                    if t not in known:
-                        raise DefinitionError(
-                            f"{d.path}: context {name}: key '{key}': unknown context type {t!r}"
-                            + (did_you_mean(t, known) or " (no definition declares it)")
-                        )
+                    check_known(d, f"context {name}", key, t)
+    for d in definitions:
+        for e in d.describes:
+            check_known(d, f"describes {e.context_type}", "describes", e.context_type)
+            for t in e.having:
+                check_known(d, f"describes {e.context_type}", "having", t)
+            chain = (e.context_type, *e.having)
+            for parent, child in zip(chain, chain[1:], strict=False):
+                if child in types and parent not in types[child].parents:
+                    raise DefinitionError(f"{d.path}: describes {e.context_type}: key 'having': {child} is not a "
+                                          f"child type of {parent} (its parents: {list(types[child].parents)})")
+            if e.context_type in types:
+                t = types[e.context_type]
+                types[e.context_type] = replace(t, described_by=(*t.described_by, e))
+        for b in d.bindings:
+            _check_binding(d, b, types, check_known)
+            t = types[b.context]
+            types[b.context] = replace(t, bindings=(*t.bindings, b))
     return types
+
+
+def _check_binding(d: Definition, b: Binding, types: dict[str, ContextType], check_known) -> None:
+    entry = f"binding {b.name}"
+    for key in ("context", "parent", "through"):
+        value = getattr(b, key)
+        if value is not None:
+            check_known(d, entry, key, value)
+    if b.context not in types:  # the root context has no parent to bind
+        raise DefinitionError(f"{d.path}: {entry}: key 'context': {b.context} has no parents to bind")
+    if b.parent not in types[b.context].parents:
+        raise DefinitionError(f"{d.path}: {entry}: key 'parent': {b.parent} is not one of the parents of "
+                              f"{b.context} ({list(types[b.context].parents)})")
+    if b.through is not None and (b.through not in types or b.context not in types[b.through].parents):
+        raise DefinitionError(f"{d.path}: {entry}: key 'through': {b.through} is not a child type of {b.context}")
 
 
 class _Invalid(Exception):
@@ -214,7 +266,26 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
         views=tuple((v["name"], v["sql"]) for v in raw.get("views", [])),
         summaries=tuple((v["label"], v["sql"]) for v in raw.get("summary", [])),
         system=_system(name, raw["system"]) if "system" in raw else None,
+        describes=tuple(
+            Expectation(name, t, bool(v.get("expected", True)), tuple(v.get("having", [])))
+            for t, v in raw.get("describes", {}).items()
+        ),
+        bindings=_bindings(name, int(raw.get("priority", 50)), raw.get("bindings", [])),
     )
+
+
+def _bindings(source: str, priority: int, raw: list[dict[str, Any]]) -> tuple[Binding, ...]:
+    bindings = tuple(
+        Binding(name=b["name"], source=source, priority=priority, context=b["context"], parent=b["parent"],
+                match=dict(b["match"]), events=tuple(b["events"]), through=b.get("through"), inferred=b["inferred"])
+        for b in raw
+    )
+    _unique("binding", [b.name for b in bindings])
+    for i, b in enumerate(bindings):
+        if b.through is not None and b.through in (b.context, b.parent):
+            raise _Invalid(entry_name("binding", b.name, i),
+                           "key 'through': the evidence must be a child type of `context`, not the context or parent")
+    return bindings
 
 
 def _unique(kind: str, names: list[str]) -> None:

@@ -1,8 +1,19 @@
-"""Reading a log file into a DuckDB table of numbered lines, whatever its bytes."""
+"""Reading a log file into a DuckDB table of numbered lines, whatever its bytes, noting how it is damaged.
+
+Damage a file can show, and what is done with it (`LineDamage`; the observer says it in one warning):
+- cut mid-line: the file does not end with a newline (a crash, a copy cut short, a run still writing it).
+  The unfinished last line is not read: its values may be cut (an executor label "htex_Loc").
+- invalid bytes: bytes that are not UTF-8, and NUL bytes (no log writes them; a crash can leave blocks of
+  them), each replaced by U+FFFD; the line is read with the replacement.
+- over-long lines: a line over MAX_LINE_BYTES (a binary blob without newlines) is not read; memory stays
+  bounded however long it is.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -11,14 +22,28 @@ CHUNK_BYTES = 32 << 20
 # a delimiter no log line contains, so that DuckDB's parallel CSV reader hands over whole lines
 _NO_DELIMITER = "chr(31) || chr(30) || chr(29)"
 MAX_LINE_BYTES = 64 << 20
+_LONE_SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, as surrogateescape gives it
 
 
-def load_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str = "lines") -> bool:
-    """Create temp table `table`(line, text) of a file; returns whether invalid bytes were replaced.
+@dataclass
+class LineDamage:
+    invalid_bytes: int = 0  # bytes not UTF-8, and NUL bytes: replaced by U+FFFD
+    cut_bytes: int = 0  # bytes of the unfinished last line (no newline after it): not read
+    long_lines: int = 0  # lines over MAX_LINE_BYTES: not read
+
+    @property
+    def cut(self) -> bool:
+        return self.cut_bytes > 0
+
+
+def load_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str = "lines") -> LineDamage:
+    """Create temp table `table`(line, text) of a file's whole lines; returns how the file is damaged.
 
     DuckDB's CSV reader (parallel, order-preserving) is the fast path; a file with bytes that are not
-    UTF-8 is read again in Python, chunk by chunk, with those bytes replaced.
+    UTF-8, or with a line over MAX_LINE_BYTES, is read again in Python, chunk by chunk.
     """
+    damage = LineDamage()
+    size = path.stat().st_size  # what the file holds now: a run may still be writing it
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER () AS line, coalesce(text, '') AS text "
@@ -26,17 +51,47 @@ def load_lines(con: duckdb.DuckDBPyConnection, path: Path, table: str = "lines")
             f"header = false, auto_detect = false, strict_mode = false, max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
         )
-        return False
     except duckdb.Error:
-        pass
+        return _load_in_chunks(con, path, table, size)
+    if path.stat().st_size != size:  # it grew while DuckDB read it: read exactly the bytes it held before
+        return _load_in_chunks(con, path, table, size)
+    # valid UTF-8 may still hold NUL bytes (a crash's zero-filled blocks): replaced as in the slow path
+    row = con.execute(
+        f"SELECT sum(strlen(text) - strlen(replace(text, chr(0), ''))) FROM {table} WHERE contains(text, chr(0))"
+    ).fetchone()
+    damage.invalid_bytes = int(row[0] or 0) if row else 0
+    if not _ends_with_newline(path, size):
+        row = con.execute(f"SELECT line, strlen(text) FROM {table} ORDER BY line DESC LIMIT 1").fetchone()
+        if row:
+            con.execute(f"DELETE FROM {table} WHERE line = ?", [row[0]])
+            damage.cut_bytes = max(int(row[1]), 1)
+    if damage.invalid_bytes:
+        con.execute(f"UPDATE {table} SET text = replace(text, chr(0), chr(65533)) WHERE contains(text, chr(0))")
+    return damage
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    if size == 0:
+        return True
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) == b"\n"
+
+
+def _load_in_chunks(con: duckdb.DuckDBPyConnection, path: Path, table: str, size: int) -> LineDamage:
+    damage = LineDamage()
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (line BIGINT, text VARCHAR)")
     line0 = 0
-    invalid = False
-    for text, n_lines, _nbytes, bad in _chunks(path):
-        invalid |= bad
-        insert_text(con, text, line0, table)
+    for text, n_lines in _chunks(path, damage, size):
+        if text is not None:
+            insert_text(con, text, line0, table)
         line0 += n_lines
-    return invalid
+    # a line over the limit that fitted in one read (the limit exceeds a chunk, so only just): not read either
+    row = con.execute(f"SELECT count(*) FROM {table} WHERE strlen(text) > {MAX_LINE_BYTES}").fetchone()
+    if row and row[0]:
+        damage.long_lines += int(row[0])
+        con.execute(f"DELETE FROM {table} WHERE strlen(text) > {MAX_LINE_BYTES}")
+    return damage
 
 
 def insert_text(con: duckdb.DuckDBPyConnection, text: str, line0: int = 0, table: str = "lines") -> None:
@@ -48,34 +103,55 @@ def insert_text(con: duckdb.DuckDBPyConnection, text: str, line0: int = 0, table
     )
 
 
-def _chunks(path: Path) -> Iterator[tuple[str, int, int, bool]]:
-    """Yield (text, lines, bytes, had_invalid_utf8) for large chunks of whole lines."""
+def _chunks(path: Path, damage: LineDamage, size: int) -> Iterator[tuple[str | None, int]]:
+    """Yield (text of whole lines, or None for a line not read; the number of lines) for large chunks of the
+    file's first `size` bytes.
+
+    A line growing past MAX_LINE_BYTES is dropped as it is read, so that no amount of bytes without a
+    newline fills the memory; it still takes its line number."""
     with open(path, "rb") as fh:
         rest = b""
-        while True:
-            block = fh.read(CHUNK_BYTES)
-            if not block:
-                break
+        skipped = -1  # ≥ 0: inside an over-long line, this many of its bytes skipped so far
+        left = size
+        while left > 0 and (block := fh.read(min(CHUNK_BYTES, left))):
+            left -= len(block)
+            if skipped >= 0:
+                nl = block.find(b"\n")
+                if nl < 0:
+                    skipped += len(block)
+                    continue
+                block = block[nl + 1 :]
+                skipped = -1
+                damage.long_lines += 1
+                yield None, 1
             data = rest + block
             cut = data.rfind(b"\n")
             if cut < 0:
                 rest = data
-                continue
-            rest = data[cut + 1 :]
-            yield _decode(data[: cut + 1])
-        if rest:
-            yield _decode(rest + b"\n")
+            else:
+                rest = data[cut + 1 :]
+                yield _decode(data[: cut + 1], damage)
+            if len(rest) > MAX_LINE_BYTES:
+                skipped, rest = len(rest), b""
+        if skipped >= 0:  # the file ends inside an over-long line
+            damage.long_lines += 1
+            damage.cut_bytes = skipped
+        elif rest:  # the unfinished last line: counted, not read
+            damage.invalid_bytes += _count_invalid(rest)
+            damage.cut_bytes = len(rest)
 
 
-def _decode(data: bytes) -> tuple[str, int, int, bool]:
-    invalid = False
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        invalid = True
+def _count_invalid(data: bytes) -> int:
+    text = data.decode("utf-8", "surrogateescape")
+    return len(_LONE_SURROGATE.findall(text)) + text.count("\x00")
+
+
+def _decode(data: bytes, damage: LineDamage) -> tuple[str, int]:
+    text = data.decode("utf-8", "surrogateescape")
+    text, bad = _LONE_SURROGATE.subn("\ufffd", text)
     if "\x00" in text:  # NUL cannot travel in a SQL string parameter
+        bad += text.count("\x00")
         text = text.replace("\x00", "\ufffd")
-        invalid = True
+    damage.invalid_bytes += bad
     n = text.count("\n")
-    return text[:-1] if text.endswith("\n") else text, n, len(data), invalid
+    return text[:-1] if text.endswith("\n") else text, n

@@ -43,6 +43,42 @@ class ContextType:
     once: tuple[str, ...] = ()  # events a source records at most once per context (a try is launched once)
     unique: tuple[str, ...] = ()  # attributes with one value per context (a block has one job id)
     max_children: dict[str, int] = field(default_factory=dict)  # child type → most children (try: 1 executor task)
+    # gathered by the catalog from every definition (never declared in [contexts.NAME]):
+    described_by: tuple[Expectation, ...] = ()  # sources that describe only some contexts of this type
+    bindings: tuple[Binding, ...] = ()  # how a context of this type no record binds may get its parent
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Which contexts of a type a source is expected to describe (`[describes.TYPE]`): by default, once a source
+    describes some context of a type in a run, it should describe all of them (else `missing_in_source`)."""
+
+    source: str  # the definition (converter) name
+    context_type: str
+    expected: bool = True  # false: the source describes such contexts incidentally, a missing one is no news
+    having: tuple[str, ...] = ()  # only contexts with a chain of children of these types (executor › block)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """`[[bindings]]`: a parent that no record names, inferred from evidence that ties the two contexts one to one.
+
+    A context of type `context` without any claimed parent of type `parent` is bound to the parent context whose
+    `events` carry, in their event attributes, the values of the `match` attributes of the evidence context (the
+    context itself, or its child of type `through`) at times inside the evidence context's first..last
+    observation. Only a one-to-one match binds (see reconcile.contexts); the binding says dnpc.binding =
+    inferred and `inferred` says how.
+    """
+
+    name: str
+    source: str  # the definition declaring it: the observation it adds is that source's
+    priority: int
+    context: str
+    parent: str
+    match: dict[str, str]  # attribute of the evidence context → event attribute of the parent's events
+    events: tuple[str, ...]
+    through: str | None = None  # the evidence is the context's child of this type
+    inferred: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +180,8 @@ class Definition:
     views: tuple[tuple[str, str], ...] = ()  # (name, SQL): views this source adds to the output database
     summaries: tuple[tuple[str, str], ...] = ()  # (label, SQL giving one value): lines of the replay summary
     system: System | None = None
+    describes: tuple[Expectation, ...] = ()  # which contexts of a type this source is expected to describe
+    bindings: tuple[Binding, ...] = ()  # parents this source's evidence lets the core infer
 
     @property
     def path_fields(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import duckdb
 from ..errors import first_line
 from ..tables import OBSERVED
 from .definitions import Definition
-from .lines import load_lines
+from .lines import MAX_LINE_BYTES, LineDamage, load_lines
 from .records import SourceFile, count_records, fields_used, prefilter, record_sql
 from .rules import emit_rule, match_rule
 from .sqlite import SQLITE_SCHEMA, insert_query_rows, load_sqlite_tables, open_sqlite
@@ -34,8 +34,28 @@ class FileStats:
     records_used: int = 0  # records some rule matched (a query's rows, for SQLite)
     observations: int = 0
     not_understood: int = 0
-    invalid_bytes: bool = False
-    warning: str | None = None
+    invalid_bytes: int = 0  # bytes replaced by U+FFFD: not UTF-8, or NUL
+    warning: str | None = None  # the one warning said about the file: what is wrong, and what was done
+    damage: str | None = None  # how the file itself is damaged (cut, invalid bytes, binary lines, unreadable parts)
+    skipped: bool = False  # nothing of it was read
+
+
+def describe_damage(d: LineDamage, binary_lines: int) -> str | None:
+    """'cut mid-line: …; 300012 invalid bytes …; 1172 lines are binary …': how a log file is damaged."""
+    parts = []
+    if d.cut:
+        parts.append(f"cut mid-line: its last {d.cut_bytes} bytes have no newline (an unfinished line, not read)")
+    if d.invalid_bytes:
+        parts.append(f"{d.invalid_bytes} invalid bytes (not UTF-8, or NUL) replaced by U+FFFD")
+    if binary_lines:
+        parts.append(f"{_n(binary_lines, 'binary line')} (no records: skipped)")
+    if d.long_lines:
+        parts.append(f"{_n(d.long_lines, 'line')} over {MAX_LINE_BYTES >> 20} MiB (not read)")
+    return "; ".join(parts) or None
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @dataclass
@@ -67,9 +87,10 @@ class Observer:
             self.stats.append(st)
             try:
                 self._read_log(f, st, tables, created)
-            except OSError as e:
-                st.warning = f"cannot read: {e.strerror or e}"
-                self.on_warning(f"{f.rel}: {st.warning}; skipped")
+            except OSError as e:  # vanished since it was listed, unreadable (permissions), an I/O error
+                self.con.execute("DROP TABLE IF EXISTS lines")
+                st.damage, st.skipped = f"cannot read: {e.strerror or e}", True
+                self._warn(f, st, [st.damage], "skipped")
         emitted = sum(emit_rule(self.con, definition, r, tables, created) for r in definition.rules
                       if tables[r.name] in created)
         for t in created:
@@ -89,46 +110,64 @@ class Observer:
 
     def _read_log(self, f: SourceFile, st: FileStats, tables: dict[str, str], created: set[str]) -> None:
         st.bytes = f.path.stat().st_size
-        st.invalid_bytes = load_lines(self.con, f.path)
+        damage = load_lines(self.con, f.path)
+        st.invalid_bytes = damage.invalid_bytes
         self.on_bytes(st.bytes)
         row = self.con.execute("SELECT count(*) FROM lines").fetchone()
         st.lines = int(row[0]) if row else 0
-        st.records, st.not_understood = count_records(self.con, f.format)
-        if st.records == 0 and st.not_understood:
+        census = count_records(self.con, f.format)
+        st.records, st.not_understood = census.records, census.not_understood
+        st.damage = describe_damage(damage, census.binary) or ("empty (0 bytes)" if st.bytes == 0 else None)
+        problems = [st.damage] if st.damage else []
+        if st.bytes == 0:
+            self._warn(f, st, problems, "nothing to read")
+        elif st.records == 0 and st.not_understood:
             # a logging format no definition knows (a user's own, a release not read yet): say so, go on
-            st.warning = f"no line is in the {f.definition.name} format {f.format.name!r} ({st.not_understood} lines)"
-            self.on_warning(f"{f.rel}: {st.warning}; file skipped")
+            problems.append(f"no line is in the {f.definition.name} format {f.format.name!r} "
+                            f"({st.not_understood} lines)")
+            st.skipped = True
+        if problems and st.bytes:
+            self._warn(f, st, problems, "file skipped" if st.skipped else "the rest was read")
         stage_records(self.con, f, self.default_clock, tables, created)
         st.records_used = records_used(self.con, f.rel, tables, created)
         self.con.execute("DROP TABLE IF EXISTS lines")
 
+    def _warn(self, f: SourceFile, st: FileStats, problems: list[str], outcome: str) -> None:
+        """One warning line per file, whatever is wrong with it."""
+        st.warning = "; ".join([*problems, outcome])
+        self.on_warning(f"{f.rel}: {st.warning}")
+
     # ------------------------------------------------------------------ SQLite
     def _observe_sqlite(self, definition: Definition, f: SourceFile) -> None:
-        st = FileStats(f.rel, definition.name, f.format.name, bytes=f.path.stat().st_size)
+        st = FileStats(f.rel, definition.name, f.format.name)
         self.stats.append(st)
-        self.on_bytes(st.bytes)
         try:
-            db = open_sqlite(f.path)
-        except sqlite3.Error as e:
-            st.warning = f"not a readable SQLite database ({e})"
-            self.on_warning(f"{f.rel}: {st.warning}; converting the other sources")
+            st.bytes = f.path.stat().st_size
+            db, note = open_sqlite(f.path)
+        except (sqlite3.Error, OSError) as e:
+            st.damage, st.skipped = f"not a readable SQLite database ({first_line(e)})", True
+            self._warn(f, st, [st.damage], "converting the other sources")
             return
+        finally:
+            self.on_bytes(st.bytes)
         try:
-            st.lines, warnings = load_sqlite_tables(self.con, db, f.format.tables, SQLITE_SCHEMA, f.format.columns)
+            st.lines, unreadable = load_sqlite_tables(self.con, db, f.format.tables, SQLITE_SCHEMA, f.format.columns)
         finally:
             db.close()
-        for w in warnings:
-            st.warning = w
-            self.on_warning(f"{f.rel}: {w}")
+        st.damage = "; ".join([*([note] if note else []), *unreadable]) or None
+        problems = [st.damage] if st.damage else []
         st.records = st.records_used = st.lines
-        if st.lines == 0 and warnings:
+        if st.lines == 0 and unreadable:
+            st.skipped = True
+            self._warn(f, st, problems, "converting the other sources")
             return
         for q in definition.queries:
             try:
                 st.observations += insert_query_rows(self.con, definition, f, q, self.default_clock)
             except duckdb.Error as e:
-                st.warning = f"query {q.name} failed ({first_line(e)})"
-                self.on_warning(f"{f.rel}: {st.warning}; its rows are missing")
+                problems.append(f"query {q.name} failed ({first_line(e)}): its rows are missing")
+        if problems:
+            self._warn(f, st, problems, "the rest was read")
 
 
 def staging_tables(con: duckdb.DuckDBPyConnection, definition: Definition) -> dict[str, str]:
@@ -147,8 +186,8 @@ def stage_records(
     # only lines that may match a rule are parsed into records: most lines of a DEBUG log match none
     cond = prefilter(f.format, definition)
     lines = f"SELECT * FROM lines WHERE {cond}" if cond else "SELECT * FROM lines"
-    sql = record_sql(f, lines, default_clock, fields_used(f.format, definition))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {sql}")
+    sql, params = record_sql(f, lines, default_clock, fields_used(f.format, definition))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {sql}", params)
     row = con.execute("SELECT count(*) FROM rec WHERE is_record").fetchone()
     for rule in definition.rules:
         match_rule(con, rule, tables[rule.name], created)

@@ -44,23 +44,41 @@ def is_record_sql(fmt: Format) -> str:
     return f"regexp_matches(text, {quote_literal(without_captures(fmt.record))})"
 
 
-def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> tuple[int, int]:
-    """(records, lines not understood) of a file, in one pass over its lines.
+# a line holding a control character (tab, CR and ESC of coloured output excepted) or U+FFFD (bytes that were
+# not UTF-8, or NUL) is not text: binary garbage, never a continuation of a multi-line record
+NOT_TEXT = r"[\x00-\x08\x0B\x0C\x0E-\x1A\x1C-\x1F\x7F\x{FFFD}]"
 
-    A line not understood is a non-empty line that fits no record; in a multi-line format, only those before
-    the first record (later ones continue a record: tracebacks, config dumps)."""
+
+@dataclass
+class LineCensus:
+    records: int = 0  # lines that are records of the format
+    not_understood: int = 0  # non-empty lines that are no record and continue none
+    binary: int = 0  # of those, lines that are not text (NOT_TEXT)
+
+
+def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> LineCensus:
+    """Records and lines not understood of a file, in one pass over its lines.
+
+    A line not understood is a non-empty line that fits no record; in a multi-line format a text line after
+    the first record continues it (tracebacks, config dumps), so only those before the first record count,
+    and every line that is not text (binary garbage appended to a log is no traceback)."""
     is_record = is_record_sql(fmt)
+    binary = f"regexp_matches(text, {quote_literal(NOT_TEXT)})"
     row = con.execute(
         f"""SELECT count(*) FILTER (WHERE r), min(line) FILTER (WHERE r),
-                   count(*) FILTER (WHERE text <> '' AND NOT r)
+                   count(*) FILTER (WHERE text <> '' AND NOT r),
+                   count(*) FILTER (WHERE NOT r AND text <> '' AND {binary})
             FROM (SELECT line, text, {is_record} AS r FROM {lines})"""
     ).fetchone()
-    records, first, misfits = (row or (0, None, 0))
-    if not fmt.multiline:
-        return int(records or 0), int(misfits or 0)
-    cond = f"line < {int(first)}" if first is not None else "TRUE"
-    row = con.execute(f"SELECT count(*) FROM {lines} WHERE text <> '' AND {cond}").fetchone()
-    return int(records or 0), int(row[0]) if row else 0
+    records, first, misfits, binaries = (int(v or 0) for v in row) if row else (0, 0, 0, 0)
+    if not fmt.multiline or not records:
+        return LineCensus(records, misfits, binaries)
+    # lines before the first record (none is a record), and which of them are binary (counted already)
+    row = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {binary}) FROM {lines} WHERE text <> '' AND line < $1", [first]
+    ).fetchone()
+    before, before_binary = (int(v or 0) for v in row) if row else (0, 0)
+    return LineCensus(records, before + binaries - before_binary, binaries)
 
 
 def prefilter(fmt: Format, definition: Definition) -> str | None:
@@ -96,8 +114,13 @@ def fields_used(fmt: Format, definition: Definition) -> set[str]:
     return used | (words & set(definition.record_fields))
 
 
-def record_sql(f: SourceFile, lines: str, default_clock: str, used: set[str] | None = None) -> str:
-    """SQL giving one record row per line of the `lines` query (line, text)."""
+def record_sql(
+    f: SourceFile, lines: str, default_clock: str, used: set[str] | None = None
+) -> tuple[str, dict[str, str | None]]:
+    """SQL giving one record row per line of the `lines` query (line, text), and its named parameters.
+
+    What comes from the run directory (the file's path, its path groups, the clock they name) is bound
+    as a parameter, never written into the SQL text; the patterns and names are the definition's."""
     fmt = f.format
     definition = f.definition
     if fmt.kind == "lines":
@@ -144,22 +167,24 @@ def record_sql(f: SourceFile, lines: str, default_clock: str, used: set[str] | N
         time_ns, local_ns = "NULL", to_ns(time_col, fmt.time_format)
     else:
         time_ns, local_ns = "NULL", "NULL"
+    params: dict[str, str | None] = {
+        "source": f.rel, "run_key": f.run_key, "clock": file_clock(fmt.clock or default_clock, f.groups)
+    }
     cols = [
-        f"{quote_literal(f.rel)} AS source",
-        f"{quote_literal(f.run_key) if f.run_key else 'NULL'}::VARCHAR AS run_key",
+        "$source::VARCHAR AS source",
+        "$run_key::VARCHAR AS run_key",
         "line",
         f"CAST({time_ns} AS BIGINT) AS time_ns",
         f"CAST({local_ns} AS BIGINT) AS local_ns",
-        f"{quote_literal(file_clock(fmt.clock or default_clock, f.groups))} AS clock",
+        "$clock::VARCHAR AS clock",
         f"{message} AS message",
     ]
     cols += [f"{raw_text(n)}::VARCHAR AS {quote_ident(n)}" for n in definition.record_fields if n != "message"]
-    cols += [
-        f"{quote_literal(f.groups[g]) if f.groups.get(g) is not None else 'NULL'}::VARCHAR AS {quote_ident(g)}"
-        for g in definition.path_fields
-    ]
+    for i, g in enumerate(definition.path_fields):
+        params[f"path_{i}"] = f.groups.get(g)
+        cols.append(f"$path_{i}::VARCHAR AS {quote_ident(g)}")
     cols += ["is_record", "text"]
-    return f"SELECT {', '.join(cols)} FROM ({parsed})"
+    return f"SELECT {', '.join(cols)} FROM ({parsed})", params
 
 
 def file_clock(template: str, groups: dict[str, str | None]) -> str:

@@ -9,7 +9,7 @@ by a regular expression over the path relative to runinfo/; this module only wal
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
@@ -22,6 +22,16 @@ class RunDirSelection:
     root: Path  # the run_dir: paths of sources are relative to it
     runs: list[str] | None  # names of the selected run directories; None: every run in root
     present: tuple[str, ...] = ()  # every run directory in root (a marker file in it), selected or not
+    # what `source_files` could not or would not enter, with why: directories it may not list, symbolic links
+    # that lead out of the tree or nowhere (a loop, a broken link). Links within the tree (TaskVine's
+    # most-recent) are skipped silently: their targets are read where they lie.
+    not_read: list[str] = field(default_factory=list)
+
+    def walk_warning(self) -> str | None:
+        if not self.not_read:
+            return None
+        n = len(self.not_read)
+        return f"{n} path{'s' if n > 1 else ''} not read: {', '.join(self.not_read)}"
 
     def selects(self, rel: str) -> bool:
         if self.runs is None:
@@ -64,22 +74,44 @@ def source_files(selection: RunDirSelection, definitions: list[Definition]) -> l
     """Every (file, definition) pair under the run_dir where a definition's format claims the file."""
     found: list[SourceFile] = []
     root = selection.root
-    for dirpath, dirnames, filenames in os.walk(root):
+    selection.not_read.clear()
+
+    def unlisted(e: OSError) -> None:
+        rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "?"
+        selection.not_read.append(f"{rel} (cannot list: {e.strerror or e})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):  # os.walk follows no directory link
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         if rel_dir != "." and not selection.selects(rel_dir + "/x"):
             dirnames[:] = []
             continue
+        for name in sorted([*filenames, *dirnames]):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            path = Path(dirpath) / name
+            if path.is_symlink() and selection.selects(rel):
+                why = _link_problem(path, root)
+                if why:
+                    selection.not_read.append(f"{rel} ({why}: not followed)")
         for name in sorted(filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             if not selection.selects(rel):
                 continue
             path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink() or not path.is_file():  # links are not followed; FIFOs and devices not read
                 continue
             for definition, fmt, groups in _claims(rel, definitions):
                 found.append(SourceFile(path, rel, definition, fmt, groups))
     return found
+
+
+def _link_problem(link: Path, root: Path) -> str | None:
+    """Why a link deserves a word: it loops, is broken, or leads out of the run_dir; None when it stays in it."""
+    target = os.path.realpath(link)  # never raises, even on a loop
+    if not os.path.exists(target):
+        return "a loop, or broken"
+    inside = os.path.commonpath([target, os.path.realpath(root)]) == os.path.realpath(root)
+    return None if inside else f"leads out of the run directory, to {target}"
 
 
 def _claims(rel: str, definitions: list[Definition]):

@@ -36,8 +36,10 @@ _ENTRIES = {
     "causality": "causality",
     "views": "view",
     "summary": "summary",
+    "bindings": "binding",
 }
-_NAMED = ("formats", "rules", "queries", "views")  # entries with a `name` key: called by it, else by position
+# entries with a `name` key: called by it, else by position
+_NAMED = ("formats", "rules", "queries", "views", "bindings")
 _RULE_PARTS = {"samples": "sample", "emit": "emit"}
 _TYPES = {
     "string": "a string",
@@ -91,8 +93,9 @@ def describe(raw: dict[str, Any], error: ValidationError) -> tuple[str, str]:
     subject = key_ref(parts) or ("the entry" if entry else "the definition")
     v, value, instance = error.validator, error.validator_value, error.instance
     custom = None if v in ("type", "required", "additionalProperties") else _error_message(error)
-    if "propertyNames" in error.relative_schema_path and parts == ["contexts"]:
-        return f"context {instance}", custom or f"invalid name: {first_line(error.message)}"
+    if "propertyNames" in error.relative_schema_path and parts in (["contexts"], ["describes"]):
+        what = "context" if parts == ["contexts"] else "describes"
+        return f"{what} {instance}", custom or f"invalid name: {first_line(error.message)}"
     if v == "additionalProperties":
         known = list(error.schema.get("properties", {}))
         patterns = list(error.schema.get("patternProperties", {}))
@@ -148,6 +151,8 @@ def locate(raw: dict[str, Any], path: Sequence[Any]) -> tuple[str, list[Any]]:
         return label, rest
     if head == "contexts" and len(path) > 1:
         return f"context {path[1]}", path[2:]
+    if head == "describes" and len(path) > 1:
+        return f"describes {path[1]}", path[2:]
     if head == "system":
         return "system", path[1:]
     return "", path

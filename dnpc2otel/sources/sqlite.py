@@ -1,12 +1,15 @@
 """SQLite sources (monitoring.db): tables copied as they are into DuckDB, then the definition's queries.
 
-The database is opened read-only (by URI; immutable when even that fails, e.g. on a read-only medium with a
--wal beside it). Rows travel in Arrow batches; every mapping to observations then runs as DuckDB SQL.
+The database is opened read-only (by URI; immutable when even that fails: a writer keeps it locked, or a
+journal lies beside it on a read-only medium). Rows travel in Arrow batches; every mapping to observations
+then runs as DuckDB SQL. Nothing read from the database becomes SQL text: rows and column names travel as
+Arrow data, the file's path as a parameter.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 import duckdb
@@ -22,17 +25,26 @@ from .timeparse import to_ns
 SQLITE_SCHEMA = "sqlite_source"
 
 
-def open_sqlite(path: Path) -> sqlite3.Connection:
-    uri = f"file:{path.resolve().as_posix()}?mode=ro"
+BUSY_TIMEOUT_S = 2.0  # a writer's lock is held for a commit; longer means a run is holding it
+
+
+def open_sqlite(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """Open a database read-only (by URI: nothing is ever written to it or beside it); returns it with a
+    note when it could only be read as immutable (locked by a writer, or a journal on a read-only medium)."""
+    base = f"file:{urllib.parse.quote(path.resolve().as_posix())}?mode=ro"
     try:
-        db = sqlite3.connect(uri, uri=True)
+        db = sqlite3.connect(base, uri=True, timeout=BUSY_TIMEOUT_S)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return db
-    except sqlite3.OperationalError:
-        # a database on a read-only medium, or with a -wal we may not touch: read it as immutable
-        db = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True)
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return db
+        return db, None
+    except sqlite3.OperationalError as e:
+        reason = first_line(e)
+    # a database a writer keeps locked, or with a journal we may not touch: read the file as it is on disk
+    db = sqlite3.connect(base + "&immutable=1", uri=True)
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if "locked" in reason:
+        return db, (f"locked by another process for over {BUSY_TIMEOUT_S:g} s (a run still writing it?): read as it "
+                    "is on disk, so the rows of an unfinished write may be missing")
+    return db, f"cannot be opened read-only as usual ({reason}): read as it is on disk, without its journal"
 
 
 def load_sqlite_tables(
@@ -87,9 +99,13 @@ def load_sqlite_tables(
 
 
 def _empty_table(con: duckdb.DuckDBPyConnection, target: str, columns: list[str]) -> None:
-    """A table with these (VARCHAR) columns and no row, for the queries to bind against."""
-    cols = ", ".join(f"NULL::VARCHAR AS {quote_ident(c)}" for c in columns)
-    con.execute(f"CREATE TABLE {target} AS SELECT {cols} LIMIT 0")
+    """A table with these (VARCHAR) columns and no row, for the queries to bind against; the names come
+    from the database, so they travel as Arrow data, not SQL text."""
+    con.register("sqlite_empty", pa.table({c: pa.array([], pa.string()) for c in columns}))
+    try:
+        con.execute(f"CREATE TABLE {target} AS SELECT * FROM sqlite_empty")
+    finally:
+        con.unregister("sqlite_empty")
 
 
 def _add_absent_columns(con: duckdb.DuckDBPyConnection, schema: str, columns: dict[str, tuple[str, ...]]) -> None:
@@ -173,7 +189,7 @@ def _insert_query_rows(
                     WHEN {col('alias')} IS NOT NULL THEN 'run' END AS related_type,
                CASE WHEN {related} IS NOT NULL THEN substr({related}, strpos({related}, ':') + 1)
                     ELSE {col('alias')}::VARCHAR END AS related_id,
-               {quote_literal(f.rel)} AS source,
+               $source::VARCHAR AS source,
                TRY_CAST({col('line')} AS BIGINT) AS line,
                {quote_literal(definition.name)} AS converter,
                {quote_literal(q.name)} AS rule,
@@ -181,5 +197,5 @@ def _insert_query_rows(
         FROM (SELECT *, {col('context')}::VARCHAR AS context FROM query_rows)
         WHERE context IS NOT NULL AND {col('run_key')} IS NOT NULL
     """
-    row = con.execute(f"INSERT INTO {OBSERVED}.observations BY NAME {select}").fetchone()
+    row = con.execute(f"INSERT INTO {OBSERVED}.observations BY NAME {select}", {"source": f.rel}).fetchone()
     return int(row[0]) if row else 0

@@ -9,9 +9,10 @@ def epoch_text_ns(col: str) -> str:
     """'1795291145.160812' (seconds with any fraction) → ns, exact; falls back to DOUBLE for odd forms."""
     sec = f"split_part({col}, '.', 1)"
     frac = f"rpad(coalesce(nullif(split_part({col}, '.', 2), ''), '0'), 9, '0')[1:9]"
+    # HUGEINT arithmetic, then TRY_CAST: a number too large for ns (or 'inf') is NULL, not an overflow error
     return (
-        f"coalesce(TRY_CAST({sec} AS BIGINT) * 1000000000 + TRY_CAST({frac} AS BIGINT), "
-        f"CAST(TRY_CAST({col} AS DOUBLE) * 1e9 AS BIGINT))"
+        f"coalesce(TRY_CAST(TRY_CAST({sec} AS HUGEINT) * 1000000000 + TRY_CAST({frac} AS BIGINT) AS BIGINT), "
+        f"TRY_CAST(TRY_CAST({col} AS DOUBLE) * 1e9 AS BIGINT))"
     )
 
 
@@ -24,9 +25,9 @@ def to_ns(col: str, fmt: str) -> str:
     if fmt == "epoch":
         return epoch_text_ns(col)
     if fmt == "epoch_us":
-        return f"TRY_CAST({col} AS BIGINT) * 1000"
+        return f"TRY_CAST(TRY_CAST({col} AS HUGEINT) * 1000 AS BIGINT)"
     if fmt == "epoch_ms":
-        return f"TRY_CAST({col} AS BIGINT) * 1000000"
+        return f"TRY_CAST(TRY_CAST({col} AS HUGEINT) * 1000000 AS BIGINT)"
     if fmt == "timestamp":
         return f"epoch_ns(TRY_CAST({col} AS TIMESTAMP))"
     return f"epoch_ns(try_strptime({col}, {quote_literal(fmt)}))"
