@@ -89,6 +89,18 @@ def test_templates_substitute_fields_and_nothing_else(values, pieces):
         assert got == expected
 
 
+@FAST
+@given(st.integers(min_value=-(10**12), max_value=10**12), st.integers(min_value=0, max_value=3),
+       st.text(TEXT, max_size=5))
+def test_a_cast_inside_text_normalises_the_number_or_gives_null(n, zeros, junk):
+    template = "try:{task|int}.{try}"
+    text = ("-" if n < 0 else "") + "0" * zeros + str(abs(n))
+    got = CON.execute(f"SELECT {to_sql(template)} FROM (SELECT ? AS task, '1' AS try)", [text]).fetchone()[0]
+    assert got == f"try:{n}.1"
+    bad = CON.execute(f"SELECT {to_sql(template)} FROM (SELECT ? AS task, '1' AS try)", [f"x{junk}"]).fetchone()[0]
+    assert bad is None
+
+
 # --- the definition loader on damaged definitions -------------------------------------------------------------
 
 BUILTINS = sorted((REPO / "converters").glob("*.toml"))

@@ -44,7 +44,10 @@ def to_sql(template: str) -> str:
     for m in _PLACEHOLDER.finditer(template):
         if m.start() > pos:
             parts.append(quote_literal(template[pos : m.start()]))
-        parts.append(f"nullif(CAST({quote_ident(m.group(1))} AS VARCHAR), '')")
+        col = f"nullif(CAST({quote_ident(m.group(1))} AS VARCHAR), '')"
+        if m.group(2) in _CASTS:  # inside text a cast normalises the number ("007" → "7"); not a number: NULL
+            col = f"CAST(TRY_CAST({col} AS {_CASTS[m.group(2)]}) AS VARCHAR)"
+        parts.append(col)
         pos = m.end()
     if pos < len(template) or not parts:
         parts.append(quote_literal(template[pos:]))
