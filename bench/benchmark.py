@@ -124,7 +124,7 @@ def run(work: Path, made: dict) -> dict:
     with Receiver() as receiver:
         step("export")
         export = measure([py, "-m", "dnpc2otel.cli", "export", str(db), "--otlp-endpoint", receiver.endpoint,
-                          "--otlp-retry-seconds", "5", "-q"])
+                          "--otlp-retry-seconds", "5", "--restart", "-q"])
         export.pop("stdout")
         export.update(receiver.stats())
         step("OpenTelemetry SDK path")

@@ -17,8 +17,9 @@ from rich.table import Table
 
 from . import __version__
 from .errors import UserError, first_line
-from .export.otlp import OtlpConfig, export
+from .export.otlp import DEFAULT_BATCH_SPANS, OtlpConfig, export
 from .export.otlp_config import PROTOCOLS
+from .export.traces import AUTO_TASK_SPANS, DEFAULT_MODE, MODES
 from .reconcile.disagreements import DEFAULT_THRESHOLD_MS
 
 err = Console(stderr=True)
@@ -55,8 +56,25 @@ def _otlp_options(f):
     f = click.option("--otlp-max-request-bytes", type=int, default=None,
                      help="Split requests to stay under this size (default 3.5 MiB).")(f)
     f = click.option("--otlp-retry-seconds", type=float, default=60.0, show_default=True,
-                     help="How long to keep retrying an unreachable receiver.")(f)
+                     help="How long to keep retrying one request while the receiver is unreachable or busy.")(f)
+    # these reach _otlp_config through the context (the commands' signatures stay as they are)
+    for name, kind, text in (
+        ("--otlp-deadline", float, "Give up after this many seconds in all (default: no overall limit)."),
+        ("--otlp-batch-spans", int, "Spans per batch (request), the unit acknowledged and resumed (default 1000)."),
+        ("--otlp-certificate", str, "CA bundle (PEM) verifying an https:// or TLS gRPC receiver; default: "
+                                    "$OTEL_EXPORTER_OTLP_CERTIFICATE, else the system's CAs."),
+        ("--otlp-client-certificate", str, "Mutual TLS: client certificate (PEM); default "
+                                           "$OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE."),
+        ("--otlp-client-key", str, "Mutual TLS: client private key (PEM); default $OTEL_EXPORTER_OTLP_CLIENT_KEY."),
+    ):
+        f = click.option(name, type=kind, default=None, expose_value=False, metavar="FILE" if kind is str else None,
+                         callback=_to_meta, help=text)(f)
     return f
+
+
+def _to_meta(ctx: click.Context, param: click.Parameter, value):
+    ctx.meta[f"otlp.{param.name}"] = value
+    return value
 
 
 def _otlp_config(endpoint, protocol, headers, max_bytes, retry_s) -> OtlpConfig:
@@ -69,7 +87,29 @@ def _otlp_config(endpoint, protocol, headers, max_bytes, retry_s) -> OtlpConfig:
     kw = {"retry_for_s": retry_s}
     if max_bytes:
         kw["max_request_bytes"] = max_bytes
+    meta = click.get_current_context().meta
+    kw["deadline_s"] = meta.get("otlp.otlp_deadline")
+    for name in ("certificate", "client_certificate", "client_key"):
+        kw[name] = meta.get(f"otlp.otlp_{name}")
     return OtlpConfig.from_env(endpoint, protocol, hdrs, given_as="--otlp-endpoint", **kw)
+
+
+def _batch_spans() -> int:
+    return click.get_current_context().meta.get("otlp.otlp_batch_spans") or DEFAULT_BATCH_SPANS
+
+
+def _export_report(result, config: OtlpConfig) -> None:
+    for line in result.report(config):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if result.state_error:
+        err.print(f"dnpc2otel: warning: {result.state_error}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _trace_per_option(f):
+    return click.option("--trace-per", "trace_per", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+                        help="OTLP traces: one per run, one per task (each linked to its run's trace), or auto: "
+                             f"per task for runs of more than {AUTO_TASK_SPANS:,} spans. The DuckDB file is "
+                             "the same either way.")(f)
 
 
 def _wants_export(endpoint: str | None) -> bool:
@@ -96,51 +136,78 @@ def cli() -> None:
 @click.option("--converter", "converter_files", multiple=True, metavar="FILE",
               type=click.Path(path_type=Path, dir_okay=False),
               help="An extra converter definition (.toml, repeatable); a dnpc2otel.toml beside the run may name more.")
-@click.option("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory limit, e.g. 4GB (it spills beyond).")
+@click.option("--memory-limit", default=None, metavar="SIZE",
+              help="DuckDB memory limit, e.g. 4GB; beyond it, work spills to a temporary directory. [default: 1GB]")
 @click.option("--disagreement-ms", type=float, default=DEFAULT_THRESHOLD_MS, show_default=True,
               help="Report the same event recorded by two sources further apart than this.")
 @click.option("--correct-skew", is_flag=True,
               help="Shift each host's times by its clock skew measured from causal event pairs (table clocks); "
                    "a clock whose bounds contradict each other is never shifted.")
+@click.option("--campaign", metavar="NAME",
+              help="Name of the campaign span above the runs (default, with two runs or more: the run_dir's "
+                   "directory name, or its parent's for runinfo/).")
+@click.option("--parsl-config", "parsl_config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE.py",
+              help="Convert each run as a Parsl task on the `config` this Python file defines (the file is "
+                   "executed: give only your own), then assemble one DuckDB file. Needs the extra `parsl`.")
+@_trace_per_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
            otlp_retry_seconds, no_export, timezone, converter_dirs, converter_files, memory_limit, disagreement_ms,
-           correct_skew, quiet) -> None:
+           correct_skew, campaign, parsl_config, trace_per, quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
     from .pipeline import replay as run_replay
+
+    if parsl_config is not None:
+        from functools import partial
+
+        from .campaign.fanout import Options, replay_on_parsl
+
+        options = Options(tuple(converter_dirs), tuple(converter_files), timezone, memory_limit, disagreement_ms,
+                          correct_skew)
+        run_replay = partial(replay_on_parsl, config_file=parsl_config, options=options)  # type: ignore[assignment]
 
     config = None
     if not no_export and _wants_export(otlp_endpoint):
         config = _otlp_config(otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds)
-    with _progress(quiet) as progress:
+    with _progress(quiet, bytes_=parsl_config is None) as progress:  # on Parsl: runs converted, not bytes read
         task = progress.add_task("reading sources", total=None)
-        summary = run_replay(
-            rundir,
-            duckdb_path,
-            converter_dirs=list(converter_dirs),
-            converter_files=list(converter_files),
-            timezone=timezone,
-            memory_limit=memory_limit,
-            disagreement_ms=disagreement_ms,
-            correct_skew=correct_skew,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+        progress_to = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
+        if parsl_config is not None:
+            progress.update(task, description="runs converted on Parsl")
+            summary = run_replay(rundir, duckdb_path=duckdb_path, campaign=campaign, on_progress=progress_to)
+        else:
+            summary = run_replay(
+                rundir,
+                duckdb_path,
+                converter_dirs=list(converter_dirs),
+                converter_files=list(converter_files),
+                timezone=timezone,
+                memory_limit=memory_limit,
+                disagreement_ms=disagreement_ms,
+                correct_skew=correct_skew,
+                on_progress=progress_to,
+                campaign=campaign,
+            )
     # warnings are shown once the replay succeeded; a fatal error carries its own cause in one line
     for msg in summary.warnings:
         err.print(f"dnpc2otel: warning: {msg}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"DuckDB: {summary.duckdb_path}", highlight=False, soft_wrap=True)
     if config:
         trace_ids = [r["trace_id"] for r in summary.runs]
-        hint = (f"dnpc2otel export {summary.duckdb_path} --otlp-endpoint {config.endpoint} "
-                f"--otlp-protocol {config.protocol}")
+        if summary.campaign:  # the campaign's own small trace, beside the runs'
+            from .campaign.context import trace_id as campaign_trace
+
+            trace_ids.append(campaign_trace(summary.campaign))
         out.print(f"OTLP: sending to {config.describe()}", highlight=False, soft_wrap=True)
         with _progress(quiet, bytes_=False) as progress:
             task = progress.add_task("exporting spans", total=summary.spans)
-            result = export(summary.duckdb_path, config, trace_ids,
-                            on_progress=lambda n: progress.update(task, completed=n), resume_hint=hint)
+            # a fresh replay sends everything; the state file lets `dnpc2otel export` resume a failed send
+            result = export(summary.duckdb_path, config, trace_ids, state=True, restart=True,
+                            batch_spans=_batch_spans(), trace_per=trace_per,
+                            on_progress=lambda n, total: progress.update(task, completed=n, total=total))
         summary.exported_spans = result.spans
-        out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} "
-                  f"({config.protocol})", highlight=False, soft_wrap=True)
+        _export_report(result, config)
     if not quiet:
         _print_summary(summary)
 
@@ -155,11 +222,14 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
 @click.option("--perfetto", "perfetto_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a Perfetto / Chrome trace: FILE.json (Trace Event JSON) or FILE.pftrace (Perfetto's "
                    "protobuf, for large runs); then OTLP only if an endpoint is given.")
+@click.option("--restart", is_flag=True, help="Send every span again, ignoring what the receiver acknowledged before "
+                                              "(the state file DATABASE.export.json).")
+@_trace_per_option
 @click.option("-q", "--quiet", is_flag=True)
 def export_cmd(database, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes, otlp_retry_seconds,
-               trace_ids, parquet_dir, with_analysis, perfetto_file, quiet) -> None:
+               trace_ids, parquet_dir, with_analysis, perfetto_file, restart, trace_per, quiet) -> None:
     """(Re-)export an existing dnpc2otel DuckDB file over OTLP, as Parquet files or as a Perfetto trace, without
-    reading the logs."""
+    reading the logs. OTLP resumes after the batches the receiver acknowledged before (DATABASE.export.json)."""
     if perfetto_file is not None:
         from .export.perfetto import export_perfetto
 
@@ -179,10 +249,10 @@ def export_cmd(database, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_re
     out.print(f"OTLP: sending to {config.describe()}", highlight=False, soft_wrap=True)
     with _progress(quiet, bytes_=False) as progress:
         task = progress.add_task("exporting spans", total=None)
-        result = export(database, config, list(trace_ids) or None,
-                        on_progress=lambda n: progress.update(task, completed=n))
-    out.print(f"OTLP: {result.spans} spans in {result.requests} requests to {config.endpoint} ({config.protocol})",
-              highlight=False, soft_wrap=True)
+        result = export(database, config, list(trace_ids) or None, state=True, restart=restart,
+                        batch_spans=_batch_spans(), trace_per=trace_per,
+                        on_progress=lambda n, total: progress.update(task, completed=n, total=total))
+    _export_report(result, config)
 
 
 @cli.command()
@@ -276,7 +346,7 @@ def _print_summary(s) -> None:
     rows.append(["spans / links / events", f"{s.spans} / {s.links} / {s.events}"])
     rows.append(["observations", str(s.observations)])
     if s.run_config:
-        rows.append(["converters also from", str(s.run_config)])
+        rows.append(["run config (converters, files)", str(s.run_config)])
     read = [x for x in s.sources if not x.skipped]
     rows.append(["sources read", ", ".join(x.source for x in read) or "none"])
     damaged = [x for x in s.sources if x.damage]

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import duckdb
 
-from .errors import UserError
+from .campaign import context as campaign_context
+from .errors import UserError, first_line
 from .export import store
 from .reconcile import DEFAULT_THRESHOLD_MS, clock, reconcile
 from .sources import FileStats, definitions, observe, runconfig, rundir
 from .tables import OBSERVED, RECONCILED
 
 DEFAULT_DUCKDB = "dnpc2otel.duckdb"
+# DuckDB's own default is 80% of RAM: memory then grows with the run (7.4 GiB at 105k tasks). Bounded instead,
+# work spills to disk: peak RSS 1.7 GiB at 105k tasks, at about the same speed (bench/README.md).
+DEFAULT_MEMORY_LIMIT = "1GB"
 
 
 @dataclass
@@ -43,6 +47,7 @@ class ReplaySummary:
     warnings: list[str] = field(default_factory=list)
     exported_spans: int | None = None
     run_config: Path | None = None  # the dnpc2otel.toml whose converters were used
+    campaign: str | None = None  # the campaign span's name, when one was made (campaign/context.py)
 
     @property
     def lines_not_understood(self) -> int:
@@ -61,16 +66,34 @@ def workspace(memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnec
         con = duckdb.connect(":memory:")
         try:
             con.execute(f"SET temp_directory = '{spill}'")
-            if memory_limit:
-                try:
-                    con.execute(f"SET memory_limit = '{memory_limit}'")
-                except duckdb.Error:
-                    raise UserError(f"--memory-limit {memory_limit!r}: not a size such as 4GB or 500MB") from None
+            limit = memory_limit or DEFAULT_MEMORY_LIMIT
+            try:
+                con.execute("SET memory_limit = ?", [limit])
+            except duckdb.Error:
+                raise UserError(f"--memory-limit {memory_limit!r}: not a size such as 4GB or 500MB") from None
             # preserve_insertion_order stays on (DuckDB's default): line numbers are counted in file order
             con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would print to stdout
-            yield con
+            try:
+                yield con
+            except duckdb.OutOfMemoryException as e:  # a step that cannot spill: say what to do, not a traceback
+                raise UserError(f"DuckDB needed more than its memory limit of {limit} ({first_line(e)}); nothing "
+                                "was written: replay again with a larger --memory-limit, e.g. 4GB") from None
         finally:
             con.close()
+
+
+def definitions_for(
+    path: str | Path, converter_dirs: list[Path] | None = None, converter_files: list[Path] | None = None
+) -> tuple[definitions.Catalog, rundir.RunDirSelection, runconfig.RunConfig | None]:
+    """The definitions a replay of `path` uses, the runs it selects, and the dnpc2otel.toml it found."""
+    catalog = definitions.load_catalog(converter_dirs, converter_files)
+    selection = rundir.select(Path(path), catalog.system)
+    local = runconfig.find(Path(path), selection.root)
+    if local and local.converters:  # its definitions may declare another [system]: select again with them
+        catalog = definitions.load_catalog([*(converter_dirs or []), *local.dirs],
+                                           [*(converter_files or []), *local.files])
+        selection = rundir.select(Path(path), catalog.system)
+    return catalog, selection, local
 
 
 def replay(
@@ -84,19 +107,15 @@ def replay(
     correct_skew: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    campaign: str | None = None,
 ) -> ReplaySummary:
     """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb).
 
     Definitions: the built-in ones, $DNPC2OTEL_CONVERTERS, `converter_dirs`, `converter_files`, then those
-    a dnpc2otel.toml beside or inside the run directory names (see sources.runconfig)."""
-    catalog = definitions.load_catalog(converter_dirs, converter_files)
-    selection = rundir.select(Path(path), catalog.system)
-    local = runconfig.find(Path(path), selection.root)
-    if local and local.converters:  # its definitions may declare another [system]: select again with them
-        catalog = definitions.load_catalog([*(converter_dirs or []), *local.dirs],
-                                           [*(converter_files or []), *local.files])
-        selection = rundir.select(Path(path), catalog.system)
-    files = rundir.source_files(selection, list(catalog.definitions))
+    a dnpc2otel.toml beside or inside the run directory names (see sources.runconfig). `campaign`: the name of
+    the campaign span above the runs (made anyway, named after the run_dir, when two runs or more are read)."""
+    catalog, selection, local = definitions_for(path, converter_dirs, converter_files)
+    files = rundir.source_files(selection, list(catalog.definitions), local.extra if local else None)
     if not files:
         raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
     target = Path(duckdb_path or DEFAULT_DUCKDB)
@@ -135,6 +154,7 @@ def replay(
         ).fetchall():
             warn(f"run {run_id} is in several run directories ({dirs}; copies of one run?): read as one run, "
                  "its repeated events listed in table disagreements")
+        summary.campaign = campaign_context.add_if_wanted(con, RECONCILED, campaign, root, catalog.system)
         store.write(con, target, str(root), catalog.views)
         _summarise(con, summary)
         summary.expected_parents = {t: catalog.types[t].parents for t in summary.unbound if t in catalog.types}

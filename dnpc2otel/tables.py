@@ -76,7 +76,7 @@ SOURCES = Table("sources", (
 
 # ---------------------------------------------------------------------- reconcile → export
 SPANS = Table("spans", (
-    ("trace_id", "VARCHAR", "32 hex digits, one trace per run"),
+    ("trace_id", "VARCHAR", "32 hex digits: one trace per run (and one per campaign, its span alone)"),
     ("span_id", "VARCHAR", "16 hex digits, sha256 of run/type/id"),
     ("parent_span_id", "VARCHAR", "the primary parent (NULL: the run's root)"),
     ("name", "VARCHAR", "span name (from the context type's name attributes)"),

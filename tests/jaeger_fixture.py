@@ -607,3 +607,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if path.exists():
             terminalreporter.write_sep("-", f"jaeger log tail ({path})")
             terminalreporter.write_line(_tail(path, 40))
+
+
+# --------------------------------------------------------------------------------------
+# a Jaeger of its own, with another config (persistent Badger storage, TLS)
+# --------------------------------------------------------------------------------------
+
+JAEGER_BADGER_CONFIG = REPO_ROOT / "scripts" / "jaeger-badger-config.yaml"
+
+
+def own_jaeger(config: Path, workdir: Path, extra_env: dict[str, str] | None = None) -> JaegerServer:
+    """A Jaeger (binary only, not started) with `config`, its log in `workdir`; for tests that stop, restart or
+    reconfigure it, so that the session's `jaeger` stays as it is. Skips when there is no binary."""
+    kind, what = _locate_jaeger()
+    if kind != "binary":
+        _skip_or_fail(str(what) if kind is None else "a Jaeger of its own needs the binary, not docker")
+    log_path = workdir / "jaeger.log"
+    _LOG_FILES.append(log_path)
+    server = _make_server(kind, what, log_path)
+    server.argv = [what[0], "--config", str(config)]
+    server.extra_env = dict(extra_env or {})
+    return server
+
+
+def badger_jaeger(workdir: Path) -> JaegerServer:
+    """A Jaeger with persistent Badger storage in workdir/badger: a restart (same ports) loses no span."""
+    return own_jaeger(JAEGER_BADGER_CONFIG, workdir, {"JAEGER_BADGER_DIR": str(workdir / "badger")})

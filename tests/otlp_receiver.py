@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,12 +31,21 @@ class Received:
 
 
 class HttpReceiver:
-    """POST /v1/traces. `max_bytes` answers 413 above it; `fail_first` answers 503 that many times."""
+    """POST /v1/traces. `max_bytes` answers 413 above it; `fail_first` answers 503 that many times; `answers`:
+    the first requests get these (status, Retry-After or None) instead; `delay_first` requests are stored but
+    answered after `delay_s` (a slow receiver: the client may have given up). `headers` keeps each request's."""
 
-    def __init__(self, max_bytes: int | None = None, fail_first: int = 0):
+    def __init__(self, max_bytes: int | None = None, fail_first: int = 0,
+                 answers: list[tuple[int, str | None]] | None = None, delay_first: int = 0, delay_s: float = 0.0,
+                 tls=None):
         self.received = Received()
         self.max_bytes = max_bytes
         self.fail_first = fail_first
+        self.answers = list(answers or [])
+        self.delay_first = delay_first
+        self.delay_s = delay_s
+        self.headers: list[dict[str, str]] = []
+        self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +55,19 @@ class HttpReceiver:
                     body = gzip.decompress(body)
                 if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
                     self.send_response(404)
+                    self.end_headers()
+                    return
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})  # case-insensitive
+                with receiver.lock:
+                    answer = receiver.answers.pop(0) if receiver.answers else None
+                    delay = receiver.delay_first > 0
+                    receiver.delay_first -= delay
+                if answer is not None:
+                    receiver.received.refused += 1
+                    self.send_response(answer[0])
+                    if answer[1] is not None:
+                        self.send_header("Retry-After", answer[1])
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if receiver.fail_first > 0:
@@ -63,18 +86,27 @@ class HttpReceiver:
                 req.ParseFromString(body)
                 receiver.received.requests.append(req)
                 receiver.received.sizes.append(len(body))
+                if delay:
+                    time.sleep(receiver.delay_s)
                 payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up waiting
+                    pass
 
             def log_message(self, *args):
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # an ssl.SSLContext (server side)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> HttpReceiver:

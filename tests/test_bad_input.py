@@ -315,3 +315,14 @@ def test_off_a_terminal_paths_and_names_are_never_cut(htex_copy, tmp_path):
     from dnpc2otel.sources.definitions import load_all
     assert sorted(r[3] for r in rows) == sorted(str(d.path) for d in load_all([]))
     assert "…" not in proc.stdout
+
+
+def test_a_memory_limit_too_small_is_one_line_with_what_to_do(tmp_path):
+    """DuckDB spills beyond --memory-limit (default 1GB); a step it cannot spill stops the replay with one
+    line that says which limit was hit and what to pass, and no output file (an existing one is untouched)."""
+    out = tmp_path / "o.duckdb"
+    line = one_error_line(cli("replay", str(CORPUS / "htex-2026" / "runinfo"), "--duckdb", str(out), "-q",
+                              "--no-export", "--memory-limit", "1MB"))
+    assert "memory limit of 1MB" in line and "--memory-limit" in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert "1GB" in cli("replay", "--help").stdout  # the default is said

@@ -233,8 +233,8 @@ def test_a_file_that_vanishes_after_it_was_listed(run, tmp_path, monkeypatch, in
     listed = rundir.source_files
     gone = run / "000" / "worker_pool" / "interchange.log"
 
-    def list_then_remove(selection, definitions):
-        files = listed(selection, definitions)
+    def list_then_remove(selection, definitions, *extra):
+        files = listed(selection, definitions, *extra)
         gone.unlink()
         return files
 

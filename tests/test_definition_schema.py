@@ -77,7 +77,7 @@ def test_misspelled_sample_key(tmp_path):
     [
         ("parsl_dfk.toml", r"^priority = 20", 'priority = "high"', "key 'priority' must be an integer, not 'high'"),
         ("parsl_dfk.toml", r'^kind = "lines"', 'kind = "line"',
-         "format text: key 'kind' must be one of 'lines', 'jsonl', 'sqlite', not 'line'"),
+         "format text: key 'kind' must be one of 'lines', 'jsonl', 'sqlite', 'json', not 'line'"),
         ("parsl_dfk.toml", r'^multiline = true', 'multiline = "yes"',
          "format text: key 'multiline' must be a boolean, not 'yes'"),
         ("htex_manager.toml", r'^time = "created"', 'time = "creatd"',

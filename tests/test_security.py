@@ -91,6 +91,9 @@ def test_the_package_has_no_way_to_run_input_as_code():
     forbidden_modules = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "runpy", "joblib"}
     forbidden_names = {"eval", "exec", "compile", "__import__"}  # builtins (re.compile is a method: fine)
     forbidden_methods = {"import_module", "load_module", "exec_module", "spec_from_file_location"}
+    # the one exception: `replay --parsl-config FILE.py` runs the user's own Parsl configuration, by design
+    # (issue 12), and refuses one inside the run directory (test below)
+    allowed = {f"{PACKAGE / 'campaign' / 'fanout.py'}: import runpy"}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -102,7 +105,21 @@ def test_the_package_has_no_way_to_run_input_as_code():
                 if getattr(node.func, "id", None) in forbidden_names or \
                         getattr(node.func, "attr", None) in forbidden_methods:
                     found.append(f"{path}:{node.lineno}: {ast.unparse(node.func)}(…)")
-    assert found == []
+    assert [f for f in found if f not in allowed] == []
+
+
+def test_a_parsl_config_inside_the_run_directory_is_refused_unrun(tmp_path):
+    """--parsl-config executes a file: never one planted in the run directory being read."""
+    run = copy_run(CORPUS / "htex-2026" / "runinfo", tmp_path)
+    planted = run / "000" / "config.py"
+    marker = tmp_path / "ran"
+    planted.write_text(f"open({str(marker)!r}, 'w').write('x')\nconfig = None\n")
+    proc = subprocess.run([sys.executable, "-m", "dnpc2otel", "replay", str(run), "--duckdb",
+                           str(tmp_path / "o.duckdb"), "--parsl-config", str(planted), "-q", "--no-export"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "inside the run directory" in proc.stderr
+    assert not marker.exists() and not (tmp_path / "o.duckdb").exists()
 
 
 # ---------------------------------------------------------------------- inputs are only read

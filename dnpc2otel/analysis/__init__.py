@@ -11,7 +11,7 @@ Every module below is written against roles and milestones; `vocabulary` alone n
     failures       failed tries and their cost; dependency-failure cascades
     resources      monitoring's resource samples per try and app, against what was asked for
     critical_path  the chain of dependencies that set the run's length
-    compare        two runs side by side
+    compare        two runs side by side; the runs of a campaign
     session        `dnpc2otel.open`: a connection with the views ready
     shell          `dnpc2otel sql`: statements in, tables / CSV / JSON out
 

@@ -1,5 +1,6 @@
 """Two runs side by side: per app and part of the tasks' lives, how many tasks, their mean and total time
-in each run, and the differences (b − a). Runs are named by trace id or run id."""
+in each run, and the differences (b − a). Runs are named by trace id or run id. And the runs of a campaign,
+each with its totals, to pick which two to compare."""
 
 from __future__ import annotations
 
@@ -39,4 +40,29 @@ SELECT app, part, tasks_a, tasks_b, mean_a_s, mean_b_s, mean_b_s - mean_a_s AS d
 FROM agg
 """)
 
-VIEWS = (COMPARE_RUNS,)
+# the runs of each campaign (dnpc2otel/campaign/context.py) with their totals, from the campaign's links
+CAMPAIGN_RUNS = View("campaign_runs", (
+    ("campaign", "VARCHAR", "the campaign's name"),
+    ("trace_id", "VARCHAR", "the run's trace"),
+    ("run_id", "VARCHAR", ""),
+    ("run_dir", "VARCHAR", ""),
+    ("tasks", "BIGINT", ""),
+    ("tries", "BIGINT", ""),
+    ("failed_tasks", "BIGINT", ""),
+    ("spans", "BIGINT", ""),
+    ("wall_s", "DOUBLE", "the run root's duration"),
+    ("wall_vs_mean", "DOUBLE", "wall_s / the mean wall_s of the campaign's runs"),
+), sql="""
+SELECT c.attributes->>'dnpc.campaign.name' AS campaign, r.trace_id, r.run_id, r.run_dir,
+       (l.attributes->>'dnpc.run.tasks')::BIGINT AS tasks, (l.attributes->>'dnpc.run.tries')::BIGINT AS tries,
+       (l.attributes->>'dnpc.run.failed_tasks')::BIGINT AS failed_tasks,
+       (l.attributes->>'dnpc.run.spans')::BIGINT AS spans, (l.attributes->>'dnpc.run.wall_s')::DOUBLE AS wall_s,
+       wall_s / nullif(avg(wall_s) OVER (PARTITION BY c.span_id), 0) AS wall_vs_mean
+FROM spans c
+JOIN span_links l ON l.trace_id = c.trace_id AND l.span_id = c.span_id
+                 AND l.attributes->>'dnpc.relation' = 'campaign_run'
+JOIN runs r ON r.trace_id = l.linked_trace_id
+WHERE c.context_type = 'campaign'
+""")
+
+VIEWS = (COMPARE_RUNS, CAMPAIGN_RUNS)

@@ -1,68 +1,63 @@
-"""OTLP exporter: spans, events and links of a dnpc2otel DuckDB file → an OTLP receiver (HTTP or gRPC).
+"""OTLP exporter: spans, events and links of a dnpc2otel DuckDB file → an OTLP receiver (HTTP or gRPC, plain or TLS).
 
-It knows spans and nothing of Parsl. Requests are built directly as OTLP protobuf from the database
-(no SDK span objects), split so that no request exceeds `max_request_bytes` (receivers reject larger
-messages: Jaeger's and the Collector's gRPC default is 4 MiB), and retried with exponential backoff
-while the receiver is unavailable. Export reads the database only, so it can be re-run at any time:
-`dnpc2otel export DB`.
+It knows spans and nothing of Parsl, and reads the export views of export/traces.py only (`export_spans`,
+`export_events`, `export_links`: the trace each span is sent in, `trace_per`), on a read-only connection.
 
-Where it sends is `otlp_config.OtlpConfig`. The service namespace of each run comes from the `runs` table
-(the workflow system's declaration), not from this module.
+Streamed: spans, events and links are each sorted in one order, (trace_id, span_id), by DuckDB into a
+temporary Parquet file (spilling beyond `MEMORY_LIMIT`), read back as three cursors and merged as they come,
+so memory does not grow with the database (see `_Reader`). Each span is written as protobuf wire bytes
+(otlp_wire.py), never as message objects.
+
+Batches are deterministic: consecutive spans in that order, at most `batch_spans` of them and at most
+`max_request_bytes` of protobuf (receivers reject larger messages: Jaeger's and the Collector's gRPC default
+is 4 MiB). A batch is one request unless the receiver says it is too large; it is then split in halves, each
+half a contiguous run of the order. With `state=True` (the CLI) every acknowledged request moves a cursor in
+the state file beside the database (otlp_state.py), and the next export of the same database to the same
+receiver resumes after it: nothing acknowledged is sent twice. `restart=True` sends everything again.
+
+Failures (otlp_transport.py): an unreachable, restarting, slow or busy receiver is retried with exponential
+backoff and jitter (a Retry-After is honoured) for `retry_for_s` per request and `deadline_s` in all; what will
+not heal by waiting (400, 401, 403, 404, TLS verification) stops at once. Either way one ExportError line says
+what was acknowledged, what is left and the command that resumes.
 
 Resources: one per process and service. Each span names its process by `service.instance.id`; the process's
 own span (marked `dnpc.process`, see reconcile/spans.py) holds the process's OpenTelemetry resource
 attributes — `host.*`, `os.*`, `process.*`, `service.version` — which become the resource of every span of
-that process, beside `service.name` and `service.namespace`. The spans keep all their attributes.
+that process, beside `service.name` and `service.namespace` (the `runs` table's, by the run's trace). The
+spans keep all their attributes.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
+import random
+import shlex
+import shutil
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from .. import __version__
 from ..errors import UserError, first_line
+from . import otlp_wire as wire
 from .otlp_config import ExportError, OtlpConfig, require_listener
+from .otlp_state import Progress, StateFile, database_identity, state_path
+from .otlp_transport import Retryable, TooLarge, sender
+from .traces import DEFAULT_MODE, create_views
 
 __all__ = ["ExportError", "ExportResult", "OtlpConfig", "export"]
 
-_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 # span attributes of a process's span that describe the process: its OTLP resource (OTel semantic conventions)
 RESOURCE_PREFIXES = ("host.", "os.", "process.")
 RESOURCE_KEYS = ("service.version", "service.instance.id")
-
-# ---------------------------------------------------------------------- protobuf from rows
-def any_value(v) -> common_pb2.AnyValue:
-    if isinstance(v, bool):
-        return common_pb2.AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return common_pb2.AnyValue(int_value=v)
-    if isinstance(v, float):
-        return common_pb2.AnyValue(double_value=v)
-    if isinstance(v, list):
-        return common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=[any_value(x) for x in v]))
-    if isinstance(v, dict):
-        return common_pb2.AnyValue(string_value=json.dumps(v, sort_keys=True))
-    return common_pb2.AnyValue(string_value="" if v is None else str(v))
-
-
-def key_values(attrs: str | dict | None) -> list[common_pb2.KeyValue]:
-    if not attrs:
-        return []
-    d = json.loads(attrs) if isinstance(attrs, str) else attrs
-    return [common_pb2.KeyValue(key=k, value=any_value(v)) for k, v in d.items() if v is not None]
+DEFAULT_BATCH_SPANS = 1000
+MEMORY_LIMIT = "384MB"  # DuckDB's, for the sorts; it spills beyond
+FETCH_ROWS = 4096
+MAX_BACKOFF_S = 10.0
 
 
 def resource_attributes(attrs: dict) -> dict:
@@ -71,302 +66,377 @@ def resource_attributes(attrs: dict) -> dict:
             if v is not None and (k in RESOURCE_KEYS or k.startswith(RESOURCE_PREFIXES))}
 
 
-def _span(row: dict) -> trace_pb2.Span:
-    span = trace_pb2.Span(
-        trace_id=bytes.fromhex(row["trace_id"]),
-        span_id=bytes.fromhex(row["span_id"]),
-        parent_span_id=bytes.fromhex(row["parent_span_id"]) if row["parent_span_id"] else b"",
-        name=row["name"],
-        kind=trace_pb2.Span.SPAN_KIND_INTERNAL,
-        start_time_unix_nano=max(int(row["start_time_unix_nano"] or 0), 0),
-        end_time_unix_nano=max(int(row["end_time_unix_nano"] or row["start_time_unix_nano"] or 0), 0),
-        attributes=key_values(row["attributes"]),
-        status=trace_pb2.Status(
-            code=_STATUS.get(row["status_code"] or "UNSET", 0), message=row["status_message"] or ""
-        ),
-    )
-    for e in row["events"] or []:
-        span.events.append(
-            trace_pb2.Span.Event(time_unix_nano=int(e["t"]), name=e["name"], attributes=key_values(e["a"]))
-        )
-    for lk in row["links"] or []:
-        span.links.append(
-            trace_pb2.Span.Link(
-                trace_id=bytes.fromhex(lk["trace_id"]),
-                span_id=bytes.fromhex(lk["span_id"]),
-                attributes=key_values(lk["a"]),
-            )
-        )
-    return span
-
-
+# ---------------------------------------------------------------------- reading, in (trace_id, span_id) order
 SPANS_SQL = """
-SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name, s.start_time_unix_nano,
-       s.end_time_unix_nano, s.status_code, s.status_message, s.attributes::VARCHAR AS attributes,
-       (SELECT max(r.service_namespace) FROM runs r WHERE r.trace_id = s.trace_id) AS service_namespace,
-       (SELECT list({'t': e.time_unix_nano, 'name': e.name, 'a': e.attributes::VARCHAR}
-                    ORDER BY e.time_unix_nano, e.name, e.attributes::VARCHAR)
-        FROM span_events e WHERE e.trace_id = s.trace_id AND e.span_id = s.span_id) AS events,
-       (SELECT list({'trace_id': l.linked_trace_id, 'span_id': l.linked_span_id, 'a': l.attributes::VARCHAR}
-                    ORDER BY l.linked_span_id, l.attributes::VARCHAR)
-        FROM span_links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id) AS links
-FROM spans s WHERE_CLAUSE
-ORDER BY s.trace_id, s.start_time_unix_nano, s.span_id
-"""
-
-# the spans that are processes: their resource attributes, by (trace, service.instance.id)
+SELECT trace_id, span_id, parent_span_id, name, service_name, start_time_unix_nano, end_time_unix_nano,
+       status_code, status_message, attributes::VARCHAR, run_trace_id
+FROM export_spans WHERE_CLAUSE ORDER BY trace_id, span_id"""
+EVENTS_SQL = """
+SELECT trace_id, span_id, time_unix_nano, name, attributes::VARCHAR
+FROM export_events WHERE_CLAUSE ORDER BY trace_id, span_id, time_unix_nano, name, attributes::VARCHAR"""
+LINKS_SQL = """
+SELECT trace_id, span_id, linked_trace_id, linked_span_id, attributes::VARCHAR
+FROM export_links WHERE_CLAUSE ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR"""
+# the spans that are processes: their resource attributes, by (run trace, service.instance.id)
 PROCESSES_SQL = """
-SELECT s.trace_id, s.attributes::VARCHAR FROM spans s
-WHERE json_extract(s.attributes, '$."dnpc.process"') IS NOT NULL WHERE_AND
-"""
+SELECT run_trace_id, attributes::VARCHAR FROM export_spans
+WHERE json_extract(attributes, '$."dnpc.process"') IS NOT NULL WHERE_AND"""
 
 
-def _processes(con: duckdb.DuckDBPyConnection, where: str, params: list) -> dict[tuple[str, str], dict]:
-    out: dict[tuple[str, str], dict] = {}
-    for trace_id, attributes in con.execute(PROCESSES_SQL.replace("WHERE_AND", where), params).fetchall():
-        attrs = json.loads(attributes)
-        instance = attrs.get("service.instance.id")
-        if instance:
-            out[(trace_id, instance)] = resource_attributes(attrs)
-    return out
+@dataclass(frozen=True)
+class Selection:
+    trace_ids: list[str] | None
+    after: tuple[str, str] | None  # resume after this (trace_id, span_id)
+
+    def where(self, resume: bool = True) -> tuple[str, list]:
+        parts, params = [], []
+        if self.trace_ids:
+            marks = ", ".join("?" for _ in self.trace_ids)  # a run's trace, or one of the traces it is sent in
+            parts.append(f"(run_trace_id IN ({marks}) OR trace_id IN ({marks}))")
+            params += [*self.trace_ids, *self.trace_ids]
+        if resume and self.after:
+            parts.append("(trace_id > ? OR (trace_id = ? AND span_id > ?))")
+            params += [self.after[0], self.after[0], self.after[1]]
+        return " AND ".join(parts), params
 
 
-def _requests(
-    con: duckdb.DuckDBPyConnection, trace_ids: list[str] | None, max_bytes: int
-) -> Iterator[tuple[trace_service_pb2.ExportTraceServiceRequest, int]]:
-    """Yield (request, span count), each request at most `max_bytes` (one oversized span excepted)."""
-    where, params = "", []
-    if trace_ids:
-        where = f"s.trace_id IN ({', '.join('?' for _ in trace_ids)})"
-        params = list(trace_ids)
-    processes = _processes(con, f"AND {where}" if where else "", params)
-    cur = con.execute(SPANS_SQL.replace("WHERE_CLAUSE", f"WHERE {where}" if where else ""), params)
-    names = [d[0] for d in cur.description]
-    by_service: dict[tuple[str, str | None, str], list[trace_pb2.Span]] = {}
-    size = 0
-    count = 0
-    while True:
-        rows = cur.fetchmany(2000)
-        if not rows:
-            break
-        for r in rows:
-            row = dict(zip(names, r, strict=True))
-            row["attributes"] = json.loads(row["attributes"]) if row["attributes"] else {}
-            span = _span(row)
-            n = span.ByteSize() + 16  # field tag and length prefixes
-            if count and size + n + 512 * (len(by_service) + 1) > max_bytes:
-                yield _request(by_service), count
-                by_service, size, count = {}, 0, 0
-            instance = row["attributes"].get("service.instance.id")
-            resource = processes.get((row["trace_id"], instance), {"service.instance.id": instance} if instance else {})
-            process = json.dumps(resource, sort_keys=True)
-            service = (row["service_name"] or "dnpc2otel", row["service_namespace"], process)
-            by_service.setdefault(service, []).append(span)
-            size += n
-            count += 1
-    if count:
-        yield _request(by_service), count
+def _query(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[tuple]:
+    cur = con.execute(sql)
+    while rows := cur.fetchmany(FETCH_ROWS):
+        yield from rows
 
 
-def _request(
-    by_service: dict[tuple[str, str | None, str], list[trace_pb2.Span]],
-) -> trace_service_pb2.ExportTraceServiceRequest:
-    req = trace_service_pb2.ExportTraceServiceRequest()
-    for (service, namespace, process), spans in sorted(
-        by_service.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
-    ):
-        resource = {"service.name": service, "service.namespace": namespace, **json.loads(process),
-                    "telemetry.sdk.name": "dnpc2otel", "telemetry.sdk.version": __version__}
-        rs = req.resource_spans.add(resource=resource_pb2.Resource(attributes=key_values(resource)))
-        rs.scope_spans.add(
-            scope=common_pb2.InstrumentationScope(name="dnpc2otel", version=__version__), spans=spans
-        )
-    return req
+def _grouped(rows: Iterator[tuple], encode: Callable[[tuple], bytes]) -> Iterator[tuple[tuple[str, str], list[bytes]]]:
+    """Consecutive rows of one (trace_id, span_id), encoded."""
+    trace, span, group = None, None, []
+    for r in rows:
+        if r[1] != span or r[0] != trace:
+            if group:
+                yield (trace, span), group
+            trace, span, group = r[0], r[1], []
+        group.append(encode(r))
+    if group:
+        yield (trace, span), group
 
 
-# ---------------------------------------------------------------------- transport
-class _Retryable(Exception):
-    def __init__(self, msg: str, after: float | None = None):
-        super().__init__(msg)
-        self.after = after
+def _attached(groups: Iterator[tuple[tuple[str, str], list[bytes]]]) -> Callable[[tuple[str, str]], list[bytes]]:
+    """A lookup that, called with ascending keys, returns each key's group (a merge join with the spans)."""
+    state: list = [next(groups, None)]
+
+    def of(key: tuple[str, str]) -> list[bytes]:
+        head = state[0]
+        while head is not None and head[0] < key:  # rows of spans outside the selection
+            head = next(groups, None)
+        state[0] = head
+        if head is not None and head[0] == key:
+            state[0] = next(groups, None)
+            return head[1]
+        return []
+
+    return of
 
 
-class _TooLarge(Exception):
-    pass
+class _Reader:
+    """A read-only connection with the export views, and three cursors that stream the sorted spans, events
+    and links.
 
+    Three ORDER BY results streamed side by side each keep their sorted data pinned in DuckDB's memory, which
+    then grows with the database (it ran out of a 384 MB limit at 240k spans). So each stream is first sorted
+    alone into a Parquet file in a temporary directory (COPY spills beyond the memory limit), and the three
+    files are read back in their order, a row group at a time: memory stays flat in the database's size, for
+    a temporary file about the size of the spans, events and links compressed."""
 
-def _send_http(cfg: OtlpConfig, body: bytes) -> None:
-    headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"dnpc2otel/{__version__}", **cfg.headers}
-    if cfg.compression == "gzip":
-        body = gzip.compress(body)
-        headers["Content-Encoding"] = "gzip"
-    req = urllib.request.Request(cfg.endpoint, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-            resp.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read()[:300].decode("utf-8", "replace")
-        # 413 is the standard answer; the Collector's confighttp (Jaeger v2) answers 400 "request body too large"
-        if e.code == 413 or (e.code == 400 and "too large" in detail):
-            raise _TooLarge(f"HTTP {e.code} {detail}") from None
-        if e.code in (429, 502, 503, 504):
-            after = e.headers.get("Retry-After")
-            raise _Retryable(f"HTTP {e.code}", float(after) if after and after.isdigit() else None) from None
-        raise ExportError(f"OTLP receiver {cfg.endpoint} refused the spans: HTTP {e.code} {detail}".strip()) from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise _Retryable(f"{cfg.endpoint} unreachable ({reason})") from None
-
-
-class _GrpcSender:
-    def __init__(self, cfg: OtlpConfig):
-        import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-
-        self.grpc = grpc
-        target = cfg.endpoint
-        secure = target.startswith("https://")
-        for scheme in ("http://", "https://", "grpc://"):
-            if target.startswith(scheme):
-                target = target[len(scheme):]
-        target = target.rstrip("/")
-        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        self.channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-            if secure
-            else grpc.insecure_channel(target, options=options)
-        )
-        self.stub = trace_service_pb2_grpc.TraceServiceStub(self.channel)
-        self.cfg = cfg
-        self.compression = grpc.Compression.Gzip if cfg.compression == "gzip" else None
-
-    def __call__(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
-        grpc = self.grpc
+    def __init__(self, db_path: Path, trace_per: str):
+        self.tmp = tempfile.mkdtemp(prefix="dnpc2otel-export-")
+        self.cursors: list[duckdb.DuckDBPyConnection] = []
         try:
-            self.stub.Export(
-                req,
-                timeout=self.cfg.timeout_s,
-                metadata=list(self.cfg.headers.items()) or None,
-                compression=self.compression,
-            )
-        except grpc.RpcError as e:
-            code = e.code()
-            detail = e.details() or ""
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in detail:
-                raise _TooLarge(detail) from None
-            if code in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.ABORTED,
-                grpc.StatusCode.CANCELLED,
-            ):
-                raise _Retryable(f"{self.cfg.endpoint}: {code.name} {detail}".strip()) from None
-            raise ExportError(f"OTLP receiver {self.cfg.endpoint} refused the spans: {code.name} {detail}") from None
+            self.con = duckdb.connect(str(db_path), read_only=True)
+            self.con.execute("SET enable_progress_bar = false")
+            self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            self.con.execute(f"SET temp_directory = '{self.tmp}'")
+            create_views(self.con, trace_per)
+            self.cursors = [self.con.cursor() for _ in range(3)]
+        except duckdb.Error as e:
+            self.close()
+            raise UserError(f"{db_path}: cannot open as a DuckDB database ({first_line(e)})") from None
+
+    def _sorted(self, cursor: duckdb.DuckDBPyConnection, sql: str, sel: Selection, name: str) -> Iterator[tuple]:
+        where, params = sel.where()
+        path = Path(self.tmp) / f"{name}.parquet"
+        self.con.execute(f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
+                         f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)", params)
+        return _query(cursor, f"SELECT * FROM read_parquet('{path}')")
+
+    def count(self, sel: Selection) -> tuple[int, int]:
+        """(spans in the database, spans selected)."""
+        where, params = sel.where(resume=False)
+        con = self.con
+        total = con.execute("SELECT count(*) FROM export_spans").fetchone()[0]
+        if not where:
+            return total, total
+        return total, con.execute(f"SELECT count(*) FROM export_spans WHERE {where}", params).fetchone()[0]
+
+    def spans(self, sel: Selection) -> Iterator[tuple[tuple[str, str], tuple[bytes, bytes], bytes, int]]:
+        """(key, resource group, span bytes, events) per span, in key order."""
+        where, params = sel.where(resume=False)
+        processes: dict[tuple[str, str], dict] = {}
+        for run_trace, attributes in self.con.execute(
+                PROCESSES_SQL.replace("WHERE_AND", f"AND {where}" if where else ""), params).fetchall():
+            attrs = json.loads(attributes)
+            if attrs.get("service.instance.id"):
+                processes[(run_trace, attrs["service.instance.id"])] = resource_attributes(attrs)
+        namespaces = dict(self.con.execute(
+            "SELECT trace_id, max(service_namespace) FROM runs GROUP BY trace_id").fetchall())
+        spans_c, events_c, links_c = self.cursors
+        event = wire.event
+        ordered = [self._sorted(c, sql, sel, name) for c, sql, name in (
+            (events_c, EVENTS_SQL, "events"), (links_c, LINKS_SQL, "links"), (spans_c, SPANS_SQL, "spans"))]
+        events = _attached(_grouped(ordered[0], lambda r: event(r[2], r[3], r[4])))
+        links = _attached(_grouped(ordered[1], lambda r: wire.link(r[2], r[3], r[4])))
+        groups: dict[tuple, tuple[bytes, bytes]] = {}
+        for trace_id, span_id, parent, name, service, start, end, code, message, attrs_text, run_trace in ordered[2]:
+            key = (trace_id, span_id)
+            attrs = json.loads(attrs_text) if attrs_text else {}
+            evs = events(key)
+            body = wire.span(trace_id, span_id, parent, name, start, end, attrs, code, message, evs, links(key))
+            instance = attrs.get("service.instance.id")
+            gkey = (service or "dnpc2otel", namespaces.get(run_trace), run_trace, instance)
+            group = groups.get(gkey)
+            if group is None:
+                resource = processes.get((run_trace, instance), {"service.instance.id": instance} if instance else {})
+                group = groups[gkey] = wire.resource_scope(
+                    {"service.name": gkey[0], "service.namespace": gkey[1], **resource,
+                     "telemetry.sdk.name": "dnpc2otel", "telemetry.sdk.version": __version__},
+                    "dnpc2otel", __version__)
+            yield key, group, body, len(evs)
 
     def close(self) -> None:
-        self.channel.close()
+        for c in getattr(self, "cursors", []):
+            c.close()
+        if getattr(self, "con", None) is not None:
+            self.con.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------- batches
+@dataclass
+class Batch:
+    spans: list[tuple[tuple[str, str], tuple[bytes, bytes], bytes, int]]  # (key, group, span bytes, events)
+
+    @property
+    def last(self) -> tuple[str, str]:
+        return self.spans[-1][0]
+
+    @property
+    def events(self) -> int:
+        return sum(s[3] for s in self.spans)
+
+    def body(self) -> bytes:
+        by_group: dict[tuple[bytes, bytes], list[bytes]] = {}
+        for _, group, body, _ in self.spans:
+            by_group.setdefault(group, []).append(body)
+        return wire.request(by_group.items())
+
+    def halves(self) -> tuple[Batch, Batch] | None:
+        if len(self.spans) < 2:
+            return None
+        half = len(self.spans) // 2
+        return Batch(self.spans[:half]), Batch(self.spans[half:])
+
+
+def batches(spans: Iterator, batch_spans: int, max_bytes: int) -> Iterator[Batch]:
+    """Consecutive spans, at most `batch_spans` and (one oversized span excepted) `max_bytes` of request."""
+    current: list = []
+    size = 0
+    groups: set = set()
+    for s in spans:
+        n = wire.framed_size(len(s[2]))
+        extra = 0 if s[1] in groups else len(s[1][0]) + len(s[1][1]) + 16
+        if current and (len(current) >= batch_spans or size + n + extra > max_bytes):
+            yield Batch(current)
+            current, size, groups = [], 0, set()
+            extra = len(s[1][0]) + len(s[1][1]) + 16
+        current.append(s)
+        groups.add(s[1])
+        size += n + extra
+    if current:
+        yield Batch(current)
+
+
+# ---------------------------------------------------------------------- export
 @dataclass
 class ExportResult:
-    spans: int = 0
+    spans: int = 0  # sent (and acknowledged) by this export
+    events: int = 0
     requests: int = 0
     retries: int = 0
     splits: int = 0
-    bytes: int = 0  # protobuf bytes delivered
+    bytes: int = 0  # protobuf bytes acknowledged
+    batches: int = 0
+    total_spans: int = 0  # selected in the database
+    skipped_spans: int = 0  # acknowledged by an earlier export (resumed)
+    skipped_batches: int = 0
+    rejected_spans: int = 0  # the receiver acknowledged but said it dropped these (OTLP partial success)
+    seconds: float = 0.0
+    resumed: str = "new"  # new, resumed, restart, database changed (otlp_state.StateFile.load)
+    state_path: Path | None = None
+    state_error: str | None = None
+
+    @property
+    def acknowledged(self) -> int:
+        return self.skipped_spans + self.spans
+
+    def report(self, cfg: OtlpConfig) -> list[str]:
+        """The final report, a few lines."""
+        lines = [f"OTLP: {self.spans:,} spans, {self.events:,} events in {self.batches:,} batches, "
+                 f"{self.requests:,} requests ({self.retries} retries, {self.splits} splits), "
+                 f"{self.bytes / 1e6:,.1f} MB to {cfg.endpoint} ({cfg.protocol}) in {self.seconds:.1f} s"]
+        if self.skipped_spans:
+            lines.append(f"OTLP: resumed: {self.skipped_batches:,} batches ({self.skipped_spans:,} spans) acknowledged "
+                         "by an earlier export were not sent again (--restart sends everything)")
+        if self.resumed == "database changed":
+            lines.append("OTLP: the database changed since its last export to this receiver: everything was sent")
+        if self.rejected_spans:
+            lines.append(f"OTLP: warning: the receiver acknowledged but rejected {self.rejected_spans:,} spans")
+        if self.state_path:
+            lines.append(f"OTLP: {self.acknowledged:,} of {self.total_spans:,} spans acknowledged; "
+                         f"state: {self.state_path}")
+        return lines
 
 
 def export(
     db_path: str | Path,
     config: OtlpConfig,
     trace_ids: list[str] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     resume_hint: str | None = None,
+    trace_per: str = DEFAULT_MODE,
+    *,
+    state: bool = False,
+    restart: bool = False,
+    batch_spans: int = DEFAULT_BATCH_SPANS,
 ) -> ExportResult:
-    """Send every span (or those of `trace_ids`) of the DuckDB file to the OTLP receiver."""
+    """Send every span (or those of `trace_ids`) of the DuckDB file to the OTLP receiver, one trace per run
+    or per task as `trace_per` says (export/traces.py).
+
+    `state`: record what was acknowledged in DB.export.json and resume after it (`restart`: from the start).
+    `on_progress(acknowledged, total)` after each request."""
+    t0 = time.monotonic()
     db_path = Path(db_path)
     if not db_path.is_file():
         raise UserError(f"{db_path}: no such DuckDB file")
-    try:
-        con = duckdb.connect(str(db_path), read_only=True)
-        con.execute("SET enable_progress_bar = false")
-    except duckdb.Error as e:
-        raise UserError(f"{db_path}: cannot open as a DuckDB database ({first_line(e)})") from None
-    hint = resume_hint or (
-        f"dnpc2otel export {db_path} --otlp-endpoint {config.endpoint} --otlp-protocol {config.protocol}"
-    )
+    if batch_spans < 1:
+        raise UserError(f"batch size {batch_spans}: must be at least 1 span")
+    hint = resume_hint or _resume_command(db_path, config, trace_ids, trace_per)
     if config.is_default:  # nobody chose this endpoint: when nothing listens there, say so now, not in a minute
-        try:
-            require_listener(config)
-        except ExportError:
-            con.close()
-            raise
+        require_listener(config)
+    reader = _Reader(db_path, trace_per)
     result = ExportResult()
-    grpc_send = _GrpcSender(config) if config.protocol == "grpc" else None
-
-    def send(req: trace_service_pb2.ExportTraceServiceRequest) -> None:
-        if grpc_send:
-            grpc_send(req)
-        else:
-            _send_http(config, req.SerializeToString())
-
+    send = None
+    states = None
     try:
-        for req, n in _requests(con, trace_ids, config.max_request_bytes):
-            _deliver(req, send, config, result, hint)
-            result.spans += n
+        db_spans, result.total_spans = reader.count(Selection(trace_ids, None))
+        progress = Progress(config.endpoint, config.protocol, sorted(trace_ids) if trace_ids else None, trace_per,
+                            database_identity(db_path, db_spans))
+        if state:
+            states = StateFile(state_path(db_path))
+            progress, result.resumed = states.load(progress, restart)
+            result.state_path = states.path
+            result.skipped_spans, result.skipped_batches = progress.spans, progress.batches
+            states.save(progress)  # says from the start what this export is and that nothing is acknowledged yet
+        if on_progress:
+            on_progress(result.acknowledged, result.total_spans)
+        if progress.complete:
+            return result
+        send = sender(config)
+        sel = Selection(trace_ids, tuple(progress.cursor) if progress.cursor else None)
+
+        def acknowledged(batch: Batch, nbytes: int, rejected: int) -> None:
+            result.requests += 1
+            result.spans += len(batch.spans)
+            result.events += batch.events
+            result.bytes += nbytes
+            result.rejected_spans += rejected
+            progress.cursor = list(batch.last)
+            progress.requests += 1
+            progress.spans += len(batch.spans)
+            progress.events += batch.events
+            if states:
+                states.save(progress)
             if on_progress:
-                on_progress(result.spans)
+                on_progress(result.acknowledged, result.total_spans)
+
+        try:
+            for batch in batches(reader.spans(sel), batch_spans, config.max_request_bytes):
+                _deliver(batch, send, config, result, acknowledged, t0)
+                result.batches += 1
+                progress.batches += 1
+            progress.complete = True
+            if states:
+                states.save(progress)
+        except ExportError as e:
+            left = result.total_spans - result.acknowledged
+            where = f"; state: {result.state_path}" if result.state_path else ""
+            raise ExportError(
+                f"{e} — {result.acknowledged:,} of {result.total_spans:,} spans acknowledged, {left:,} left{where}. "
+                f"The DuckDB file is complete; resume with: {hint}") from None
     finally:
-        con.close()
-        if grpc_send:
-            grpc_send.close()
+        reader.close()
+        if send is not None:
+            send.close()
+        result.seconds = time.monotonic() - t0
+        if states:
+            result.state_error = states.error
     return result
 
 
-def _deliver(req, send, cfg: OtlpConfig, result: ExportResult, hint: str) -> None:
-    """Send one request; split it in two when the receiver says it is too large; retry while unavailable."""
-    delay, waited = 0.5, 0.0
+def _resume_command(db_path: Path, cfg: OtlpConfig, trace_ids: list[str] | None, trace_per: str) -> str:
+    argv = ["dnpc2otel", "export", str(db_path), "--otlp-endpoint", cfg.endpoint, "--otlp-protocol", cfg.protocol]
+    for tid in trace_ids or []:
+        argv += ["--trace-id", tid]
+    if trace_per != DEFAULT_MODE:
+        argv += ["--trace-per", trace_per]
+    for flag, value in (("--otlp-certificate", cfg.certificate), ("--otlp-client-key", cfg.client_key),
+                        ("--otlp-client-certificate", cfg.client_certificate)):
+        if value:
+            argv += [flag, value]
+    return shlex.join(argv)
+
+
+def _deliver(batch: Batch, send, cfg: OtlpConfig, result: ExportResult,
+             acknowledged: Callable[[Batch, int, int], None], t0: float) -> None:
+    """Send one batch; split it in halves when the receiver says it is too large; retry while it is unavailable."""
+    body = batch.body()
+    attempt, first_failure = 0, None
     while True:
         try:
-            send(req)
-            result.requests += 1
-            result.bytes += req.ByteSize()
-            return
-        except _TooLarge as e:
-            halves = _split(req)
+            rejected = send(body)
+        except TooLarge as e:
+            halves = batch.halves()
             if halves is None:
-                raise ExportError(f"a single span is larger than the receiver accepts ({e})") from None
+                raise ExportError(f"OTLP export failed: a single span is larger than the receiver accepts ({e})") \
+                    from None
             result.splits += 1
             for half in halves:
-                _deliver(half, send, cfg, result, hint)
+                _deliver(half, send, cfg, result, acknowledged, t0)
             return
-        except _Retryable as e:
-            if waited >= cfg.retry_for_s:
-                raise ExportError(
-                    f"OTLP export failed: {e} (retried for {waited:.0f} s; {cfg.why}). The DuckDB file is complete; "
-                    f"when the receiver is back, resume with: {hint}"
-                ) from None
-            pause = min(e.after or delay, max(cfg.retry_for_s - waited, 0.1))
-            time.sleep(pause)
-            waited += pause
-            delay = min(delay * 2, 10.0)
+        except Retryable as e:
+            now = time.monotonic()
+            first_failure = first_failure or now
+            waited = now - first_failure
+            budget = cfg.retry_for_s - waited
+            if cfg.deadline_s is not None:
+                budget = min(budget, cfg.deadline_s - (now - t0))
+            if budget <= 0:
+                limit = (f"retried for {waited:.0f} s" if cfg.deadline_s is None or cfg.retry_for_s - waited <= 0
+                         else f"deadline of {cfg.deadline_s:g} s reached")
+                raise ExportError(f"OTLP export failed: {e} ({limit}; {cfg.why})") from None
+            # jitter: receivers coming back are not hit by every client at once
+            backoff = min(0.5 * 2 ** attempt, MAX_BACKOFF_S) * random.uniform(0.5, 1.0)  # noqa: S311
+            pause = min(e.after if e.after is not None else backoff, budget)
+            time.sleep(max(pause, 0.01))
+            attempt += 1
             result.retries += 1
-
-
-def _split(req: trace_service_pb2.ExportTraceServiceRequest):
-    spans = [(rs.resource, ss.scope, s) for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    if len(spans) < 2:
-        return None
-    half = len(spans) // 2
-    out = []
-    for part in (spans[:half], spans[half:]):
-        r = trace_service_pb2.ExportTraceServiceRequest()
-        for resource, scope, span in part:
-            rs = next((x for x in r.resource_spans if x.resource == resource), None)
-            if rs is None:
-                rs = r.resource_spans.add(resource=resource)
-                rs.scope_spans.add(scope=scope)
-            rs.scope_spans[0].spans.append(span)
-        out.append(r)
-    return out
+            continue
+        acknowledged(batch, len(body), rejected)
+        return

@@ -1,7 +1,14 @@
 """Where and how OTLP export sends: endpoint, protocol, headers, timeout, compression.
 
 Given values win; otherwise the OpenTelemetry exporter environment variables
-(OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _PROTOCOL / _HEADERS / _TIMEOUT / _COMPRESSION), then the defaults.
+(OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _PROTOCOL / _HEADERS / _TIMEOUT / _COMPRESSION / _CERTIFICATE /
+_CLIENT_KEY / _CLIENT_CERTIFICATE / _INSECURE), then the defaults.
+
+TLS: an https:// endpoint is verified against the system's CAs or the CA bundle given (`certificate`); a client
+certificate and key make it mutual TLS. For gRPC, https:// is TLS and http:// plain; a bare host:port is plain
+(as dnpc2otel always did, and Jaeger's default) unless a CA bundle or client certificate is given or
+OTEL_EXPORTER_OTLP_INSECURE=false says otherwise (the specification's default, secure, would break every
+local Jaeger).
 The config remembers where its endpoint came from (`origin`), so that export can say where it sends and why,
 and fail at once when nobody chose the endpoint and nothing listens there (`require_listener`).
 """
@@ -37,6 +44,21 @@ class OtlpConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     retry_for_s: float = 60.0  # give up after retrying this long in all for one request
     origin: str = "given"  # where the endpoint came from: the option that gave it, a variable's name, "default"
+    certificate: str | None = None  # CA bundle (PEM) that verifies the receiver
+    client_key: str | None = None  # mutual TLS: the client's private key (PEM) ...
+    client_certificate: str | None = None  # ... and certificate (PEM)
+    insecure: bool | None = None  # gRPC without a scheme: plain text (None: unless TLS files are given)
+    deadline_s: float | None = None  # give up after this long in all (None: no overall limit)
+
+    @property
+    def grpc_secure(self) -> bool:
+        if self.endpoint.startswith("https://"):
+            return True
+        if self.endpoint.startswith(("http://", "grpc://")):
+            return False
+        if self.insecure is not None:
+            return not self.insecure
+        return bool(self.certificate or self.client_certificate)
 
     @property
     def is_default(self) -> bool:
@@ -99,7 +121,29 @@ class OtlpConfig:
         comp = env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
         if comp and "compression" not in kw:
             kw["compression"] = None if comp == "none" else comp
+        for name in ("certificate", "client_key", "client_certificate"):
+            var = name.upper()
+            value = kw.get(name) or env.get(f"OTEL_EXPORTER_OTLP_TRACES_{var}") or env.get(f"OTEL_EXPORTER_OTLP_{var}")
+            kw[name] = value or None
+        insecure = env.get("OTEL_EXPORTER_OTLP_TRACES_INSECURE") or env.get("OTEL_EXPORTER_OTLP_INSECURE")
+        if insecure and kw.get("insecure") is None:
+            kw["insecure"] = insecure.strip().lower() == "true"
+        _check_tls_files(kw)
         return cls(endpoint=endpoint, protocol=protocol, headers=hdrs, origin=origin, **kw)
+
+
+def _check_tls_files(kw: dict) -> None:
+    """Say now, in one line, when a TLS file is missing or half of a client key pair is."""
+    for name, what in (("certificate", "CA certificate"), ("client_key", "client key"),
+                       ("client_certificate", "client certificate")):
+        path = kw.get(name)
+        if path and not os.path.isfile(path):
+            raise UserError(f"{what} {path} (--otlp-{name.replace('_', '-')} or OTEL_EXPORTER_OTLP_{name.upper()}): "
+                            "no such file")
+    if bool(kw.get("client_key")) != bool(kw.get("client_certificate")):
+        raise UserError("mutual TLS needs both a client certificate and its key "
+                        "(--otlp-client-certificate and --otlp-client-key, or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE "
+                        "and OTEL_EXPORTER_OTLP_CLIENT_KEY)")
 
 
 def require_listener(cfg: OtlpConfig, timeout_s: float = 3.0) -> None:

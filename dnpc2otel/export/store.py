@@ -130,7 +130,9 @@ def _merge(con: duckdb.DuckDBPyConnection, target: Path, root: str) -> None:
                     con.execute(f"DELETE FROM out.sources WHERE root = {quote_literal(root)}")
                 else:
                     con.execute(
-                        f"DELETE FROM out.{table.name} WHERE trace_id IN (SELECT trace_id FROM {RECONCILED}.runs)"
+                        # the runs' traces and those beside them (a campaign's)
+                        f"DELETE FROM out.{table.name} WHERE trace_id IN (SELECT trace_id FROM {RECONCILED}.runs "
+                        f"UNION SELECT trace_id FROM {RECONCILED}.spans)"
                     )
             _fill(con, "out")
             con.execute("COMMIT")

@@ -25,6 +25,11 @@ the parent one context; and every such event of the parent that carries the matc
 the windows it matched; windows with equal values that overlap (a pid on two hosts at once) bind nothing.
 A binding is an observation of the declaring source (its evidence line, rule `binding:NAME`) with
 `dnpc.binding = inferred` and the binding's `dnpc.inferred`; it then competes as a claim like any other.
+
+Parents named by reference (an emit's `parent_path` or `parent_by`, encoded in the claim's related_type, see
+sources.model.Emit.parent_ref): after the bindings, `resolve_references` turns each into a plain claim — by
+path, the deepest context reached from the named one through one child of each listed type; by value, the
+run's one context of the type with that attribute value — before the claims are ranked.
 """
 
 from __future__ import annotations
@@ -62,7 +67,11 @@ def identify(con: duckdb.DuckDBPyConnection, system: System) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE ctx AS
         SELECT DISTINCT ck, run, context_type AS type, context_id AS id FROM obs_t
-        UNION SELECT rk, run, related_type, related_id FROM obs_t WHERE relation = 'child_of'
+        UNION SELECT rk, run, related_type, related_id FROM obs_t
+              WHERE relation = 'child_of' AND NOT {_IS_REFERENCE.format(t='related_type')}
+        -- a path starts at a context the source names (the fallback parent); a value lookup names none
+        UNION SELECT {key_sql('run', _PATH_START, 'related_id')}, run, {_PATH_START}, related_id FROM obs_t
+              WHERE relation = 'child_of' AND contains(related_type, '/')
         UNION SELECT {key_sql('run', root, "''")}, run, {root}, '' FROM run_seed
         """
     )
@@ -94,6 +103,7 @@ def choose_parents(con: duckdb.DuckDBPyConnection, system: System) -> None:
     first add to obs_t the claims the declared bindings infer."""
     for (spec,) in con.execute("SELECT spec FROM ctype_binding ORDER BY n").fetchall():
         bind(con, Binding(**json.loads(spec)))
+    resolve_references(con)
     root = quote_literal(system.root_context)
     con.execute(
         """
@@ -128,10 +138,112 @@ def choose_parents(con: duckdb.DuckDBPyConnection, system: System) -> None:
 
 
 
+# a parent claim whose related_type encodes a path ('try/executor_task/worker_execution') or a value lookup
+# ('block[parsl.block.job_id]'): see sources.model.Emit.parent_ref
+_IS_REFERENCE = "(contains({t}, '/') OR contains({t}, '['))"
+_PATH_START = "split_part(related_type, '/', 1)"
+
+
+def resolve_references(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn the parent claims that name their parent by path or by an attribute's value into plain claims.
+
+    By path (`parent_path`): from the named context, step down to its one child of each type in turn, through
+    the child_of claims of every source (bindings included); a step with no such child, or several, stops the
+    descent there, and the parent is the deepest context reached (the named one at worst: a thread pool's try
+    has no executor task). By value (`parent_by`): the run's one context of the type whose attribute has the
+    value. A context whose only parent claims are such lookups, none of which finds its parent, is not of this
+    run (an accounting dump lists other jobs too): its observations are dropped. One found several times
+    (a job id two blocks share) keeps its other claims, or hangs under the root (`dnpc.orphan`)."""
+    row = con.execute(f"SELECT count(*) FROM obs_t WHERE relation = 'child_of' AND "
+                      f"{_IS_REFERENCE.format(t='related_type')}").fetchone()
+    if not row or not row[0]:
+        return
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE parent_ref AS
+        SELECT DISTINCT run, related_type AS ref, related_id AS ref_id,
+               string_split(related_type, '/') AS steps, 1 AS step,
+               {key_sql('run', _PATH_START, 'related_id')} AS pk, {_PATH_START} AS ptype, related_id AS pid
+        FROM obs_t WHERE relation = 'child_of' AND contains(related_type, '/')
+        """
+    )
+    depth = con.execute("SELECT coalesce(max(len(steps)), 0) FROM parent_ref").fetchone()
+    for _ in range(1, depth[0] if depth else 0):
+        con.execute(
+            """
+            UPDATE parent_ref SET pk = c.ck, ptype = c.type, pid = c.id, step = parent_ref.step + 1
+            FROM (SELECT r.run, r.ref, r.ref_id, min(o.ck) AS ck, any_value(o.context_type) AS type,
+                         min(o.context_id) AS id
+                  FROM parent_ref r JOIN obs_t o
+                    ON o.run = r.run AND o.rk = r.pk AND o.relation = 'child_of'
+                   AND o.context_type = r.steps[r.step + 1]
+                  WHERE r.step < len(r.steps)
+                  GROUP BY r.run, r.ref, r.ref_id HAVING count(DISTINCT o.ck) = 1) c
+            WHERE c.run = parent_ref.run AND c.ref = parent_ref.ref AND c.ref_id = parent_ref.ref_id
+            """
+        )
+    # by value: the attribute's values as every source asserts them, per context of the type
+    con.execute(
+        """
+        INSERT INTO parent_ref BY NAME
+        WITH refs AS (SELECT DISTINCT run, related_type AS ref, related_id AS ref_id,
+                             split_part(related_type, '[', 1) AS ptype,
+                             rtrim(split_part(related_type, '[', 2), ']') AS attribute
+                      FROM obs_t WHERE relation = 'child_of' AND contains(related_type, '['))
+        SELECT r.run, r.ref, r.ref_id, min(o.ck) AS pk, r.ptype, min(o.context_id) AS pid
+        FROM refs r JOIN obs_t o ON o.run = r.run AND o.context_type = r.ptype
+         AND json_extract_string(o.attributes, '$."' || r.attribute || '"') = r.ref_id
+        GROUP BY ALL HAVING count(DISTINCT o.ck) = 1
+        """
+    )
+    # the contexts no lookup found a parent for, with no other claim: not this run's (several matches: kept)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE unclaimed AS
+        WITH lookups AS (
+            SELECT DISTINCT ck, run, related_id AS value, split_part(related_type, '[', 1) AS ptype,
+                   '$."' || rtrim(split_part(related_type, '[', 2), ']') || '"' AS path
+            FROM obs_t WHERE relation = 'child_of' AND contains(related_type, '[')
+        ), found AS (
+            SELECT l.ck, count(x.ck) AS n FROM lookups l
+            LEFT JOIN obs_t x ON x.run = l.run AND x.context_type = l.ptype
+                             AND json_extract_string(x.attributes, l.path) = l.value
+            GROUP BY l.ck
+        )
+        SELECT ck FROM found WHERE n = 0 AND ck NOT IN (
+            SELECT ck FROM obs_t WHERE relation = 'child_of' AND NOT contains(related_type, '['))
+        """
+    )
+    for table in ("obs_t", "ctx", "ctx_id"):
+        con.execute(f"DELETE FROM {table} WHERE ck IN (SELECT ck FROM unclaimed)")
+    con.execute(
+        f"""
+        UPDATE obs_t SET related_type = CASE WHEN r.pk IS NULL THEN NULL ELSE r.ptype END,
+                         related_id = r.pid, rk = r.pk, relation = CASE WHEN r.pk IS NULL THEN NULL ELSE relation END
+        FROM (SELECT o.run, o.related_type AS ref, o.related_id AS ref_id, any_value(p.pk) AS pk,
+                     any_value(p.ptype) AS ptype, any_value(p.pid) AS pid
+              FROM obs_t o LEFT JOIN parent_ref p ON p.run = o.run AND p.ref = o.related_type
+                                                  AND p.ref_id = o.related_id
+              WHERE o.relation = 'child_of' AND {_IS_REFERENCE.format(t='o.related_type')}
+              GROUP BY ALL) r
+        WHERE obs_t.relation = 'child_of' AND obs_t.run = r.run AND obs_t.related_type = r.ref
+          AND obs_t.related_id = r.ref_id
+        """
+    )
+
+
 def bind(con: duckdb.DuckDBPyConnection, b: Binding) -> int:
     """Add to obs_t the child_of claims binding `b` infers (see the module's policy); returns how many."""
     ctype, ptype = quote_literal(b.context), quote_literal(b.parent)
     wtype = quote_literal(b.through or b.context)
+    # the common case (every context's parent named by a record): nothing to infer, so no evidence to gather
+    # (its windows and ASOF join are the largest working set of the replay, at 10^5 tasks and up)
+    row = con.execute(f"""
+        SELECT count(*) FROM ctx c WHERE c.type = {ctype} AND NOT EXISTS (
+            SELECT 1 FROM obs_t o WHERE o.ck = c.ck AND o.relation = 'child_of' AND o.related_type = {ptype})
+        """).fetchone()
+    if not row or not row[0]:
+        return 0
     n = len(b.match)
     evidence_keys = ", ".join(
         f"min(json_extract_string(o.attributes, {_path(w)})) AS k{i}, "

@@ -98,7 +98,7 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE causal_gap AS
-        WITH RECURSIVE resolution AS (  -- the coarsest grid all of a source's stamps lie on (s, ms, µs, ns)
+        WITH resolution AS (  -- the coarsest grid all of a source's stamps lie on (s, ms, µs, ns)
             SELECT run, source,
                    CASE WHEN bool_and(t % 1000000000 = 0) THEN 1000000000 WHEN bool_and(t % 1000000 = 0) THEN 1000000
                         WHEN bool_and(t % 1000 = 0) THEN 1000 ELSE 1 END AS res
@@ -122,17 +122,26 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
         ), claim AS (
             SELECT p.ck, p.pk, p.conflict OR i.ck IS NOT NULL AS doubtful
             FROM parent_rank p LEFT JOIN inferred i USING (ck, pk)
-        ), chain(d, a, depth, mid, top, doubtful) AS (  -- a context and its ancestors up to three levels
+        ), c0 AS (          -- a context and its ancestors up to three levels (c0 … c3: joins, not a recursive
+                            -- CTE, so that DuckDB can spill them at 10^6 tasks)
             -- mid: a context strictly between the two failed; top: the ancestor itself failed
-            SELECT ck, ck, 0, false, ck IN (SELECT ck FROM failed), false FROM (SELECT DISTINCT ck FROM causal_end)
-            UNION ALL
-            SELECT c.d, p.pk, c.depth + 1, c.mid OR (c.depth > 0 AND c.top), p.pk IN (SELECT ck FROM failed),
-                   c.doubtful OR p.doubtful
-            FROM chain c JOIN claim p ON p.ck = c.a WHERE c.depth < 3
+            SELECT e.ck AS d, e.ck AS a, false AS mid, f.ck IS NOT NULL AS top, false AS doubtful
+            FROM (SELECT DISTINCT ck FROM causal_end) e LEFT JOIN failed f USING (ck)
+        ), c1 AS (
+            SELECT c.d, p.pk AS a, false AS mid, f.ck IS NOT NULL AS top, p.doubtful
+            FROM c0 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
+        ), c2 AS (
+            SELECT c.d, p.pk AS a, c.mid OR c.top AS mid, f.ck IS NOT NULL AS top, c.doubtful OR p.doubtful AS doubtful
+            FROM c1 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
+        ), c3 AS (
+            SELECT c.d, p.pk AS a, c.mid OR c.top AS mid, f.ck IS NOT NULL AS top, c.doubtful OR p.doubtful AS doubtful
+            FROM c2 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
+        ), chain AS (
+            SELECT * FROM c0 UNION ALL SELECT * FROM c1 UNION ALL SELECT * FROM c2 UNION ALL SELECT * FROM c3
         ), related AS (     -- one clean path is enough to relate two contexts; a failure on any path taints them
-            SELECT d, a, bool_or(mid) AS mid, bool_or(top) AS top, d IN (SELECT ck FROM failed) AS bottom,
-                   bool_and(doubtful) AS doubtful
-            FROM chain GROUP BY d, a
+            SELECT c.d, c.a, bool_or(c.mid) AS mid, bool_or(c.top) AS top, any_value(f.ck) IS NOT NULL AS bottom,
+                   bool_and(c.doubtful) AS doubtful
+            FROM chain c LEFT JOIN failed f ON f.ck = c.d GROUP BY c.d, c.a
         ), within AS (      -- x (the after event's context) and y are the same, or one is the other's ancestor;
                             -- failed: x failed or, when x is the ancestor, any context on the way up to it
             SELECT d AS x, a AS y, bottom AS failed, doubtful FROM related

@@ -2,7 +2,7 @@
 
 Converter definitions (converters/*.toml, validated against converters/definition.schema.json) say which
 files they read, how records are parsed and how records become observations; this stage finds the files
-(`rundir`), reads them (`lines`, `records`, `sqlite`), runs the rules (`rules`) and checks the definitions'
+(`rundir`), reads them (`lines`, `records`, `sqlite`, `jsondoc`), runs the rules (`rules`) and checks the definitions'
 own samples (`samples`). It knows nothing of spans.
 """
 

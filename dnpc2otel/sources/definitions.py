@@ -157,11 +157,35 @@ def context_types(definitions: list[Definition]) -> dict[str, ContextType]:
             if e.context_type in types:
                 t = types[e.context_type]
                 types[e.context_type] = replace(t, described_by=(*t.described_by, e))
+        for i, r in enumerate(d.rules):
+            for j, e in enumerate(r.emit):
+                _check_parent_ref(d, f"{entry_name('rule', r.name, i)} emit {j + 1}", e, types, check_known)
         for b in d.bindings:
             _check_binding(d, b, types, check_known)
             t = types[b.context]
             types[b.context] = replace(t, bindings=(*t.bindings, b))
     return types
+
+
+def _check_parent_ref(d: Definition, entry: str, e: Emit, types: dict[str, ContextType], check_known) -> None:
+    """A path descends through child types (each type's `parents` names the one before); a value lookup names a
+    known type; and the emitting context may have the path's types (and the first) as parents."""
+    if not e.parent or not (e.parent_path or e.parent_by):
+        return
+    start = e.parent.split(":", 1)[0]
+    check_known(d, entry, "parent", start)
+    chain = (start, *e.parent_path)
+    for parent, child in zip(chain, chain[1:], strict=False):
+        check_known(d, entry, "parent_path", child)
+        if parent not in types[child].parents:
+            raise DefinitionError(f"{d.path}: {entry}: key 'parent_path': {child} is not a child type of {parent} "
+                                  f"(its parents: {list(types[child].parents)})")
+    own = types.get(e.context_type)
+    if own is not None:
+        missing = [t for t in chain if t not in own.parents]
+        if missing:
+            raise DefinitionError(f"{d.path}: {entry}: the parents of {e.context_type} ({list(own.parents)}) lack "
+                                  f"{missing[0]}, where the parent may be found")
 
 
 def _check_binding(d: Definition, b: Binding, types: dict[str, ContextType], check_known) -> None:
@@ -229,6 +253,9 @@ def _build(path: Path, raw: dict[str, Any]) -> Definition:
     )
     _unique("query", [q.name for q in queries])
     for i, sample in enumerate(raw.get("samples", [])):
+        key, kind = ("document", "json") if "document" in sample else ("sql", "sqlite")
+        if kind not in {f.kind for f in formats}:
+            raise _Invalid(entry_name("sample", None, i), f"a `{key}` sample needs a format of kind {kind!r}")
         for q in sample.get("expect", {}):
             if q not in {x.name for x in queries}:
                 raise _Invalid(
@@ -397,12 +424,16 @@ def _rule(r: dict[str, Any], index: int, path_fields: set[str], record_fields: s
             attributes=dict(e.get("attributes", {})),
             event_attributes=dict(e.get("event_attributes", {})),
             parent=e.get("parent"),
+            parent_path=tuple(e.get("parent_path", [])),
+            parent_by=e.get("parent_by"),
             link=e.get("link"),
             relation=e.get("relation"),
             alias=e.get("alias"),
             where=e.get("where"),
             each=dict(e.get("each", {})),
             bounds=bool(e.get("bounds", True)),
+            time=e.get("time"),
+            time_format=e.get("time_format", "epoch"),
         ))
     for j, e in enumerate(emits):
         where = f"{entry} emit {j + 1}"
@@ -412,6 +443,8 @@ def _rule(r: dict[str, Any], index: int, path_fields: set[str], record_fields: s
                 raise _Invalid(where, f"key '{key}' must have the form 'type:{{id template}}', not {value!r}")
         if e.link and not e.relation:
             raise _Invalid(where, "key 'link' needs a 'relation'")
+        if e.parent_path and e.parent_by:
+            raise _Invalid(where, "keys 'parent_path' and 'parent_by' exclude each other: a path starts at a known id")
     return Rule(
         name=r["name"],
         match=r["match"],
@@ -435,6 +468,8 @@ def _check_templates(rule: Rule, index: int, path_fields: set[str], record_field
         templates += [(schema.key_name(["attributes", k]), t) for k, t in e.attributes.items()]
         templates += [(schema.key_name(["event_attributes", k]), t) for k, t in e.event_attributes.items()]
         fields = own | set(e.each) | record_fields | path_fields
+        if e.time is not None:
+            templates.append(("time", "{" + e.time + "}"))
         for key, template in templates:
             unknown = sorted(fields_of(template or "") - fields)
             if unknown:

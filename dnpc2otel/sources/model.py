@@ -1,7 +1,7 @@
 """The converter definition model: what a loaded definition is (dataclasses, no loading logic).
 
-`definitions` builds these from TOML files and checks them; `observer`, `records`, `rules` and `sqlite`
-execute them; `reconcile` reads the context types, causal pairs and the system's declarations.
+`definitions` builds these from TOML files and checks them; `observer`, `records`, `rules`, `sqlite` and
+`jsondoc` execute them; `reconcile` reads the context types, causal pairs and the system's declarations.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("lines", "jsonl", "sqlite")
+KINDS = ("lines", "jsonl", "sqlite", "json")
 # columns every record row has already: a record field or path group may not take these names
 RESERVED_FIELDS = ("source", "run_key", "line", "time_ns", "local_ns", "clock", "is_record", "text")
 
@@ -114,16 +114,36 @@ class Emit:
     attributes: dict[str, str] = field(default_factory=dict)
     event_attributes: dict[str, str] = field(default_factory=dict)
     parent: str | None = None
+    # nest by path: the parent is the context reached from `parent` through one child of each type in turn
+    parent_path: tuple[str, ...] = ()
+    # bind by value: `parent`'s id template is the value of this attribute of the parent, not its id
+    parent_by: str | None = None
     link: str | None = None
     relation: str | None = None
     alias: str | None = None
     where: str | None = None
     each: dict[str, str] = field(default_factory=dict)
     bounds: bool = True
+    time: str | None = None  # a field holding the event's time, instead of the record's
+    time_format: str = "epoch"
 
     @property
     def context_type(self) -> str:
         return self.context.split(":", 1)[0]
+
+    @property
+    def parent_ref(self) -> tuple[str, str] | None:
+        """(related_type, id template) of the parent claim as observations store it: a path or a value lookup
+        is encoded in the type ('try/executor_task/worker_execution', 'block[parsl.block.job_id]') for the
+        core to resolve (reconcile.contexts.resolve_references)."""
+        if not self.parent:
+            return None
+        ptype, pid = self.parent.split(":", 1)
+        if self.parent_path:
+            ptype = "/".join((ptype, *self.parent_path))
+        elif self.parent_by:
+            ptype = f"{ptype}[{self.parent_by}]"
+        return ptype, pid
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import duckdb
 from ..errors import first_line
 from ..tables import OBSERVED
 from .definitions import Definition
+from .jsondoc import JSON_SCHEMA, load_json_document
 from .lines import MAX_LINE_BYTES, LineDamage, load_lines
 from .records import SourceFile, count_records, fields_used, prefilter, record_sql
 from .rules import emit_rule, match_rule
@@ -77,6 +78,8 @@ class Observer:
         for f in files:
             if f.format.kind == "sqlite":
                 self._observe_sqlite(definition, f)
+            elif f.format.kind == "json":
+                self._observe_json(definition, f)
 
     # ------------------------------------------------------------------ logs
     def _observe_logs(self, definition: Definition, files: list[SourceFile]) -> None:
@@ -103,7 +106,7 @@ class Observer:
             f"SELECT source, count(*) FROM {OBSERVED}.observations WHERE converter = ? GROUP BY source",
             [definition.name],
         ).fetchall())
-        logs = {f.name for f in definition.formats if f.kind != "sqlite"}
+        logs = {f.name for f in definition.formats if f.kind in ("lines", "jsonl")}
         for st in self.stats:
             if st.converter == definition.name and st.format in logs:
                 st.observations = by_source.get(st.source, 0)
@@ -161,13 +164,37 @@ class Observer:
             st.skipped = True
             self._warn(f, st, problems, "converting the other sources")
             return
+        self._run_queries(definition, f, st, problems)
+
+    def _run_queries(self, definition: Definition, f: SourceFile, st: FileStats, problems: list[str],
+                     schema: str = SQLITE_SCHEMA, keyless: bool = False) -> None:
         for q in definition.queries:
             try:
-                st.observations += insert_query_rows(self.con, definition, f, q, self.default_clock)
+                st.observations += insert_query_rows(self.con, definition, f, q, self.default_clock, schema, keyless)
             except duckdb.Error as e:
                 problems.append(f"query {q.name} failed ({first_line(e)}): its rows are missing")
         if problems:
             self._warn(f, st, problems, "the rest was read")
+
+    # ------------------------------------------------------------------ JSON documents
+    def _observe_json(self, definition: Definition, f: SourceFile) -> None:
+        st = FileStats(f.rel, definition.name, f.format.name)
+        self.stats.append(st)
+        try:
+            st.bytes = f.path.stat().st_size
+        except OSError as e:
+            st.damage, st.skipped = f"cannot read: {e.strerror or e}", True
+            self._warn(f, st, [st.damage], "converting the other sources")
+            return
+        self.on_bytes(st.bytes)
+        problem = load_json_document(self.con, f.path, f.rel, f.run_key)
+        if problem:
+            st.damage, st.skipped = problem, True
+            self._warn(f, st, [problem], "converting the other sources")
+            return
+        st.lines = st.records = st.records_used = 1
+        # a document whose path names no run (runinfo/sacct.json) is tied to one by the core, like a log file
+        self._run_queries(definition, f, st, [], JSON_SCHEMA, keyless=True)
 
 
 def staging_tables(con: duckdb.DuckDBPyConnection, definition: Definition) -> dict[str, str]:

@@ -108,7 +108,7 @@ def fields_used(fmt: Format, definition: Definition) -> set[str]:
             used.add("logger")
         text += [*r.derive.values()]
         for e in r.emit:
-            text += [e.context, e.event or "", e.parent or "", e.link or "", e.alias or "", e.where or ""]
+            text += [e.context, e.event or "", e.parent or "", e.link or "", e.alias or "", e.where or "", e.time or ""]
             text += [*e.attributes.values(), *e.event_attributes.values(), *e.each.values()]
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(text)))
     return used | (words & set(definition.record_fields))

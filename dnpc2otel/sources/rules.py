@@ -11,6 +11,7 @@ import duckdb
 from ..tables import OBSERVED
 from .definitions import Definition, Emit, Rule
 from .templates import json_object_sql, quote_ident, quote_literal, to_sql
+from .timeparse import is_epoch, to_ns
 
 
 def match_rule(con: duckdb.DuckDBPyConnection, rule: Rule, table: str, created: set[str]) -> None:
@@ -87,21 +88,25 @@ def _emit_sql(definition: Definition, rule: Rule, emit: Emit, base: str, index: 
         src = f"SELECT *, {unnests} FROM ({base})"
     ctype, cid = emit.context.split(":", 1)
     relation, rtype, rid = "NULL", "NULL", "NULL"
-    if emit.parent:
-        ptype, pid = emit.parent.split(":", 1)
+    if emit.parent_ref:
+        ptype, pid = emit.parent_ref
         relation, rtype, rid = "'child_of'", quote_literal(ptype), to_sql(pid)
     elif emit.link:
         ltype, lid = emit.link.split(":", 1)
         relation, rtype, rid = quote_literal(emit.relation or "link"), quote_literal(ltype), to_sql(lid)
     elif emit.alias:
         relation, rtype, rid = "'alias'", "'run'", to_sql(emit.alias)
+    time_ns, local_ns = "time_ns", "local_ns"
+    if emit.time:  # the event's own time field (epoch, or naive local time like a format's)
+        t = to_ns(quote_ident(emit.time), emit.time_format)
+        time_ns, local_ns = (t, "NULL") if is_epoch(emit.time_format) else ("NULL", t)
     cols = {
         "run_key": "run_key",
         "context_type": quote_literal(ctype),
         "context_id": to_sql(cid),
         "event": to_sql(emit.event) if emit.event else "NULL",
-        "time_ns": "time_ns",
-        "local_ns": "local_ns",
+        "time_ns": f"CAST({time_ns} AS BIGINT)",
+        "local_ns": f"CAST({local_ns} AS BIGINT)",
         "clock": "clock",
         "bounds": "true" if emit.bounds else "false",
         "attributes": json_object_sql(emit.attributes),

@@ -70,8 +70,12 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
-def source_files(selection: RunDirSelection, definitions: list[Definition]) -> list[SourceFile]:
-    """Every (file, definition) pair under the run_dir where a definition's format claims the file."""
+def source_files(
+    selection: RunDirSelection, definitions: list[Definition], extra: dict[str, Path] | None = None
+) -> list[SourceFile]:
+    """Every (file, definition) pair under the run_dir where a definition's format claims the file; then the
+    files outside it a dnpc2otel.toml names (`extra`: the path each is read as, relative to the run_dir → where
+    it lies), claimed by that path like the others."""
     found: list[SourceFile] = []
     root = selection.root
     selection.not_read.clear()
@@ -102,6 +106,14 @@ def source_files(selection: RunDirSelection, definitions: list[Definition]) -> l
                 continue
             for definition, fmt, groups in _claims(rel, definitions):
                 found.append(SourceFile(path, rel, definition, fmt, groups))
+    for rel, path in (extra or {}).items():
+        if not selection.selects(rel):
+            continue
+        claims = [SourceFile(path, rel, d, fmt, groups) for d, fmt, groups in _claims(rel, definitions)]
+        if not claims:
+            selection.not_read.append(f"{rel} (named in {path.name}'s dnpc2otel.toml entry: no converter reads "
+                                      "a file of that name)")
+        found.extend(claims)
     return found
 
 

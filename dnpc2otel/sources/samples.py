@@ -17,11 +17,12 @@ import duckdb
 from ..errors import first_line
 from ..tables import OBSERVED, create_stage
 from .definitions import Definition
+from .jsondoc import JSON_SCHEMA, load_json_text
 from .lines import insert_text
 from .observer import stage_records, staging_tables
 from .records import SourceFile, is_record_sql
 from .rules import emit_rule
-from .sqlite import insert_query_rows, load_sqlite_tables
+from .sqlite import SQLITE_SCHEMA, insert_query_rows, load_sqlite_tables
 from .templates import quote_ident
 
 # what a rule sample may say (the JSON schema of definitions lists the same keys)
@@ -44,7 +45,10 @@ def check_definition(definition: Definition) -> list[SampleResult]:
     try:
         _check_views_bind(con, definition, results)
         for sample in definition.samples:
-            results += _check_sqlite_sample(con, definition, sample)
+            if "document" in sample:
+                results += _check_document_sample(con, definition, sample)
+            else:
+                results += _check_sqlite_sample(con, definition, sample)
         for rule in definition.rules:
             if not rule.samples:
                 results.append(SampleResult(definition.name, rule.name, "", False, "rule has no sample lines"))
@@ -135,12 +139,17 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
     expect = int(sample.get("expect", 1))
     if len(rows) != expect:
         return fail(f"expected {expect} observations of rule {rule.name}, got {len(rows)}")
-    observed = [_observed_attributes(*row) for row in rows]
-    for k, v in sample.get("attributes", {}).items():
+    missing = _missing_attribute([_observed_attributes(*row) for row in rows], sample.get("attributes", {}))
+    return fail(missing) if missing else SampleResult(definition.name, rule.name, label, True)
+
+
+def _missing_attribute(observed: list[dict], expected: dict) -> str | None:
+    """Why no observation holds one of the expected attribute values, or None."""
+    for k, v in expected.items():
         if not any(o.get(k) == v for o in observed):
             seen = sorted({repr(o[k]) for o in observed if k in o}) or ["none"]
-            return fail(f"attribute {k}: expected {v!r}, got {', '.join(seen)}")
-    return SampleResult(definition.name, rule.name, label, True)
+            return f"attribute {k}: expected {v!r}, got {', '.join(seen)}"
+    return None
 
 
 def _observed_attributes(attributes, ctype, cid, relation, rtype, rid) -> dict:
@@ -212,13 +221,21 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
     if warnings:
         return [SampleResult(definition.name, "samples", release, False, "; ".join(warnings))]
     source = SourceFile(path=Path("sample.db"), rel="sample.db", definition=definition, format=fmt, groups={})
+    return _check_query_counts(con, definition, source, sample, SQLITE_SCHEMA)
+
+
+def _check_query_counts(
+    con: duckdb.DuckDBPyConnection, definition: Definition, source: SourceFile, sample: dict, schema: str
+) -> list[SampleResult]:
+    """Run every query over the loaded sample (into a fresh `observations`) and compare its count to `expect`."""
+    release = sample.get("release", "?")
     out = []
     expect = sample.get("expect", {})
+    create_stage(con, OBSERVED)
     for q in definition.queries:
         label = f"{q.name} ({release})"
-        create_stage(con, OBSERVED)
         try:
-            n = insert_query_rows(con, definition, source, q, "reference")
+            n = insert_query_rows(con, definition, source, q, "reference", schema)
         except duckdb.Error as e:
             out.append(SampleResult(definition.name, label, "", False, f"query fails: {first_line(e)}"))
             continue
@@ -229,4 +246,25 @@ def _check_sqlite_sample(con: duckdb.DuckDBPyConnection, definition: Definition,
             out.append(SampleResult(definition.name, label, "", False, detail))
         else:
             out.append(SampleResult(definition.name, label, "", True))
+    return out
+
+
+def _check_document_sample(con: duckdb.DuckDBPyConnection, definition: Definition, sample: dict) -> list[SampleResult]:
+    """Load the sample's JSON document as replay loads a file (run directory 000), run every query, and check
+    each query's count (`expect`) and the `attributes` one of the observations must hold."""
+    release = sample.get("release", "?")
+    fmt = next((f for f in definition.formats if f.kind == "json"), None)
+    if fmt is None:
+        return [SampleResult(definition.name, "samples", release, False, "a `document` sample needs a json format")]
+    problem = load_json_text(con, sample["document"])
+    if problem:
+        return [SampleResult(definition.name, "samples", release, False, problem)]
+    source = SourceFile(path=Path("sample.json"), rel="sample.json", definition=definition, format=fmt,
+                        groups={"rundir": "000"})
+    out = _check_query_counts(con, definition, source, sample, JSON_SCHEMA)
+    rows = con.execute(f"SELECT attributes, context_type, context_id, relation, related_type, related_id "
+                       f"FROM {OBSERVED}.observations ORDER BY rowid").fetchall()
+    missing = _missing_attribute([_observed_attributes(*row) for row in rows], sample.get("attributes", {}))
+    if missing:
+        out.append(SampleResult(definition.name, f"attributes ({release})", "", False, missing))
     return out

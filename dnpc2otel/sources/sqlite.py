@@ -138,20 +138,23 @@ def insert_query_rows(
     q: Query,
     default_clock: str,
     schema: str = SQLITE_SCHEMA,
+    keyless: bool = False,
 ) -> int:
     """Run one of the definition's queries (DuckDB SQL over sqlite_source) into `observations`.
 
-    The first of the query and its `alternatives` that binds against the loaded tables is used.
+    The first of the query and its `alternatives` that binds against the loaded tables is used. Rows without
+    a run_key are dropped, unless `keyless` (a JSON document whose path names no run: the core ties it).
     """
     con.execute(f"SET search_path = '{schema},main'")
     try:
-        return _insert_query_rows(con, definition, f, q, default_clock)
+        return _insert_query_rows(con, definition, f, q, default_clock, keyless)
     finally:
         con.execute("RESET search_path")
 
 
 def _insert_query_rows(
-    con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, default_clock: str
+    con: duckdb.DuckDBPyConnection, definition: Definition, f: SourceFile, q: Query, default_clock: str,
+    keyless: bool = False,
 ) -> int:
     last: duckdb.Error | None = None
     for sql in (q.sql, *q.alternatives):
@@ -195,7 +198,7 @@ def _insert_query_rows(
                {quote_literal(q.name)} AS rule,
                {definition.priority} AS priority
         FROM (SELECT *, {col('context')}::VARCHAR AS context FROM query_rows)
-        WHERE context IS NOT NULL AND {col('run_key')} IS NOT NULL
+        WHERE context IS NOT NULL AND ({col('run_key')} IS NOT NULL OR {str(keyless).lower()})
     """
     row = con.execute(f"INSERT INTO {OBSERVED}.observations BY NAME {select}", {"source": f.rel}).fetchone()
     return int(row[0]) if row else 0
