@@ -326,3 +326,16 @@ def test_a_memory_limit_too_small_is_one_line_with_what_to_do(tmp_path):
     assert "memory limit of 1MB" in line and "--memory-limit" in line
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert "1GB" in cli("replay", "--help").stdout  # the default is said
+
+
+def test_a_duckdb_file_that_cannot_be_written_is_one_error_and_no_file(tmp_path, monkeypatch):
+    """DuckDB's own I/O failures while writing the output (a full disk; the 10^6-task replay's failed checkpoint,
+    issue 12) are said as the output's problem, and nothing is left behind."""
+    def no_space(con, db):
+        raise duckdb.IOException("IO Error: Could not write file: No space left on device")
+
+    monkeypatch.setattr(store, "_fill", no_space)
+    out = tmp_path / "o.duckdb"
+    with pytest.raises(UserError, match=r"o\.duckdb: cannot write the DuckDB file \(IO Error: .*No space left"):
+        replay(CORPUS / "htex-2026" / "runinfo", out)
+    assert list(tmp_path.iterdir()) == []

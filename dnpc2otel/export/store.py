@@ -49,6 +49,8 @@ def write(con: duckdb.DuckDBPyConnection, target: Path, root: str, views: list[t
             con.execute("DETACH out")
         _create_views(tmp, views or [])
         os.replace(tmp, target)
+    except duckdb.IOException as e:  # a full disk, a failed checkpoint: the file, not a bug of ours
+        raise UserError(f"{target}: cannot write the DuckDB file ({first_line(e)}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
