@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,9 +78,23 @@ def workspace(memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnec
                 yield con
             except duckdb.OutOfMemoryException as e:  # a step that cannot spill: say what to do, not a traceback
                 raise UserError(f"DuckDB needed more than its memory limit of {limit} ({first_line(e)}); nothing "
-                                "was written: replay again with a larger --memory-limit, e.g. 4GB") from None
+                                "was written: replay again with a larger --memory-limit, "
+                                f"e.g. {_larger(limit)}") from None
         finally:
             con.close()
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _larger(limit: str) -> str:
+    """A limit worth trying after `limit` ran out: 4x it, at least 4GB (an unparsed size: 4GB)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", limit)
+    unit = m and _UNITS.get(m.group(2).upper())
+    if not m or unit is None:
+        return "4GB"
+    return f"{max(4, -(-int(float(m.group(1)) * unit * 4) // 10**9))}GB"
 
 
 def definitions_for(

@@ -18,10 +18,15 @@ from ..errors import first_line
 from ..tables import OBSERVED
 from .definitions import Definition
 from .jsondoc import JSON_SCHEMA, load_json_document
-from .lines import MAX_LINE_BYTES, LineDamage, load_lines
-from .records import SourceFile, count_records, fields_used, prefilter, record_sql
+from .lines import MAX_LINE_BYTES, LineDamage, load_files
+from .records import LineCensus, SourceFile, count_records, fields_used, file_table, prefilter, record_sql
 from .rules import emit_rule, match_rule
 from .sqlite import SQLITE_SCHEMA, insert_query_rows, load_sqlite_tables, open_sqlite
+
+# files of one format read in one statement: up to this many bytes (their lines held at once, spilling beyond
+# the memory limit) or files
+BATCH_BYTES = 256 << 20
+BATCH_FILES = 4096
 
 
 @dataclass
@@ -85,17 +90,16 @@ class Observer:
     def _observe_logs(self, definition: Definition, files: list[SourceFile]) -> None:
         tables = staging_tables(self.con, definition)
         created: set[str] = set()
-        for f in files:
-            st = FileStats(f.rel, definition.name, f.format.name)
-            self.stats.append(st)
-            try:
-                self._read_log(f, st, tables, created)
-            except OSError as e:  # vanished since it was listed, unreadable (permissions), an I/O error
-                self.con.execute("DROP TABLE IF EXISTS lines")
-                st.damage, st.skipped = f"cannot read: {e.strerror or e}", True
-                self._warn(f, st, [st.damage], "skipped")
+        read: dict[int, FileStats] = {}  # by id() of the file: stats kept in the files' order, not the batches'
+        for batch in batches(files):
+            read.update(zip(map(id, batch), self._read_logs(batch, tables, created), strict=True))
+        mine = [read[id(f)] for f in files]
+        self.stats.extend(mine)
         emitted = sum(emit_rule(self.con, definition, r, tables, created) for r in definition.rules
                       if tables[r.name] in created)
+        used = records_used(self.con, tables, created)
+        for st in mine:
+            st.records_used = used.get(st.source, 0)
         for t in created:
             self.con.execute(f"DROP TABLE IF EXISTS {t}")
         if emitted:
@@ -111,29 +115,36 @@ class Observer:
             if st.converter == definition.name and st.format in logs:
                 st.observations = by_source.get(st.source, 0)
 
-    def _read_log(self, f: SourceFile, st: FileStats, tables: dict[str, str], created: set[str]) -> None:
-        st.bytes = f.path.stat().st_size
-        damage = load_lines(self.con, f.path)
-        st.invalid_bytes = damage.invalid_bytes
-        self.on_bytes(st.bytes)
-        row = self.con.execute("SELECT count(*) FROM lines").fetchone()
-        st.lines = int(row[0]) if row else 0
-        census = count_records(self.con, f.format)
-        st.records, st.not_understood = census.records, census.not_understood
-        st.damage = describe_damage(damage, census.binary) or ("empty (0 bytes)" if st.bytes == 0 else None)
-        problems = [st.damage] if st.damage else []
-        if st.bytes == 0:
-            self._warn(f, st, problems, "nothing to read")
-        elif st.records == 0 and st.not_understood:
-            # a logging format no definition knows (a user's own, a release not read yet): say so, go on
-            problems.append(f"no line is in the {f.definition.name} format {f.format.name!r} "
-                            f"({st.not_understood} lines)")
-            st.skipped = True
-        if problems and st.bytes:
-            self._warn(f, st, problems, "file skipped" if st.skipped else "the rest was read")
-        stage_records(self.con, f, self.default_clock, tables, created)
-        st.records_used = records_used(self.con, f.rel, tables, created)
+    def _read_logs(self, files: list[SourceFile], tables: dict[str, str], created: set[str]) -> list[FileStats]:
+        """Read files of one format together: lines, census and rule matches in a few statements for all."""
+        fmt = files[0].format
+        stats = [FileStats(f.rel, f.definition.name, fmt.name) for f in files]
+        loaded = load_files(self.con, [f.path for f in files], "lines")
+        self.on_bytes(sum(d.size for d in loaded if isinstance(d, LineDamage)))
+        counts = dict(self.con.execute("SELECT fid, count(*) FROM lines GROUP BY fid").fetchall())
+        census = count_records(self.con, fmt)
+        for fid, (f, st, damage) in enumerate(zip(files, stats, loaded, strict=True)):
+            if isinstance(damage, OSError):  # vanished since it was listed, unreadable (permissions), an I/O error
+                st.damage, st.skipped = f"cannot read: {damage.strerror or damage}", True
+                self._warn(f, st, [st.damage], "skipped")
+                continue
+            st.bytes, st.invalid_bytes, st.lines = damage.size, damage.invalid_bytes, int(counts.get(fid, 0))
+            c = census.get(fid, LineCensus())
+            st.records, st.not_understood = c.records, c.not_understood
+            st.damage = describe_damage(damage, c.binary) or ("empty (0 bytes)" if st.bytes == 0 else None)
+            problems = [st.damage] if st.damage else []
+            if st.bytes == 0:
+                self._warn(f, st, problems, "nothing to read")
+            elif st.records == 0 and st.not_understood:
+                # a logging format no definition knows (a user's own, a release not read yet): say so, go on
+                problems.append(f"no line is in the {f.definition.name} format {fmt.name!r} "
+                                f"({st.not_understood} lines)")
+                st.skipped = True
+            if problems and st.bytes:
+                self._warn(f, st, problems, "file skipped" if st.skipped else "the rest was read")
+        stage_records(self.con, files, self.default_clock, tables, created)
         self.con.execute("DROP TABLE IF EXISTS lines")
+        return stats
 
     def _warn(self, f: SourceFile, st: FileStats, problems: list[str], outcome: str) -> None:
         """One warning line per file, whatever is wrong with it."""
@@ -206,30 +217,58 @@ def staging_tables(con: duckdb.DuckDBPyConnection, definition: Definition) -> di
 
 
 def stage_records(
-    con: duckdb.DuckDBPyConnection, f: SourceFile, default_clock: str, tables: dict[str, str], created: set[str]
-) -> int:
-    """Parse table `lines` of one file into records and stage each rule's matches; returns the records."""
-    definition = f.definition
+    con: duckdb.DuckDBPyConnection, files: list[SourceFile], default_clock: str, tables: dict[str, str],
+    created: set[str], lines: str = "lines",
+) -> None:
+    """Parse table `lines`(fid, line, text) of `files` (of one format; fid: the index in `files`) into records
+    and stage each rule's matches."""
+    definition, fmt = files[0].definition, files[0].format
     # only lines that may match a rule are parsed into records: most lines of a DEBUG log match none
-    cond = prefilter(f.format, definition)
-    lines = f"SELECT * FROM lines WHERE {cond}" if cond else "SELECT * FROM lines"
-    sql, params = record_sql(f, lines, default_clock, fields_used(f.format, definition))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {sql}", params)
-    row = con.execute("SELECT count(*) FROM rec WHERE is_record").fetchone()
+    cond = prefilter(fmt, definition)
+    selected = f"SELECT * FROM {lines} WHERE {cond}" if cond else f"SELECT * FROM {lines}"
+    file_table(con, "rec_files", files, default_clock)
+    sql = record_sql(fmt, definition, selected, "rec_files", fields_used(fmt, definition))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rec AS {sql}")
     for rule in definition.rules:
         match_rule(con, rule, tables[rule.name], created)
     con.execute("DROP TABLE IF EXISTS rec")
-    return int(row[0]) if row else 0
+    con.execute("DROP TABLE IF EXISTS rec_files")
 
 
-def records_used(con: duckdb.DuckDBPyConnection, source: str, tables: dict[str, str], created: set[str]) -> int:
-    """Records of one file that at least one rule matched (its lines in the rules' staging tables)."""
+def records_used(con: duckdb.DuckDBPyConnection, tables: dict[str, str], created: set[str]) -> dict[str, int]:
+    """Records of each file (source) that at least one rule matched (its lines in the rules' staging tables)."""
     staged = [t for t in tables.values() if t in created]
     if not staged:
+        return {}
+    union = " UNION ".join(f"SELECT source, line FROM {t}" for t in staged)
+    return {src: int(n) for src, n in con.execute(f"SELECT source, count(*) FROM ({union}) GROUP BY source").fetchall()}
+
+
+def batches(files: list[SourceFile]) -> list[list[SourceFile]]:
+    """Files grouped by format, in order, each group cut at BATCH_BYTES (memory stays bounded) or BATCH_FILES."""
+    out: list[list[SourceFile]] = []
+    by_format: dict[int, list[SourceFile]] = {}
+    for f in files:
+        by_format.setdefault(id(f.format), []).append(f)
+    for group in by_format.values():
+        batch: list[SourceFile] = []
+        size = 0
+        for f in group:
+            n = _size(f)
+            if batch and (size + n > BATCH_BYTES or len(batch) >= BATCH_FILES):
+                out.append(batch)
+                batch, size = [], 0
+            batch.append(f)
+            size += n
+        out.append(batch)
+    return out
+
+
+def _size(f: SourceFile) -> int:
+    try:
+        return f.path.stat().st_size
+    except OSError:
         return 0
-    union = " UNION ".join(f"SELECT line FROM {t} WHERE source = $1" for t in staged)
-    row = con.execute(f"SELECT count(*) FROM ({union})", [source]).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _ident(name: str) -> str:

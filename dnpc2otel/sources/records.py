@@ -56,29 +56,37 @@ class LineCensus:
     binary: int = 0  # of those, lines that are not text (NOT_TEXT)
 
 
-def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> LineCensus:
-    """Records and lines not understood of a file, in one pass over its lines.
+def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> dict[int, LineCensus]:
+    """Records and lines not understood of each file (fid) of table `lines`(fid, line, text), in one pass.
 
     A line not understood is a non-empty line that fits no record; in a multi-line format a text line after
     the first record continues it (tracebacks, config dumps), so only those before the first record count,
     and every line that is not text (binary garbage appended to a log is no traceback)."""
     is_record = is_record_sql(fmt)
     binary = f"regexp_matches(text, {quote_literal(NOT_TEXT)})"
-    row = con.execute(
-        f"""SELECT count(*) FILTER (WHERE r), min(line) FILTER (WHERE r),
+    census: dict[int, LineCensus] = {}
+    firsts: list[tuple[int, int]] = []
+    for fid, records, first, misfits, binaries in con.execute(
+        f"""SELECT fid, count(*) FILTER (WHERE r), min(line) FILTER (WHERE r),
                    count(*) FILTER (WHERE text <> '' AND NOT r),
                    count(*) FILTER (WHERE NOT r AND text <> '' AND {binary})
-            FROM (SELECT line, text, {is_record} AS r FROM {lines})"""
-    ).fetchone()
-    records, first, misfits, binaries = (int(v or 0) for v in row) if row else (0, 0, 0, 0)
-    if not fmt.multiline or not records:
-        return LineCensus(records, misfits, binaries)
-    # lines before the first record (none is a record), and which of them are binary (counted already)
-    row = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {binary}) FROM {lines} WHERE text <> '' AND line < $1", [first]
-    ).fetchone()
-    before, before_binary = (int(v or 0) for v in row) if row else (0, 0)
-    return LineCensus(records, before + binaries - before_binary, binaries)
+            FROM (SELECT fid, line, text, {is_record} AS r FROM {lines}) GROUP BY fid"""
+    ).fetchall():
+        census[fid] = LineCensus(int(records), int(misfits), int(binaries))
+        if fmt.multiline and records:  # before the first record: none, unless the query below finds some
+            census[fid].not_understood = int(binaries)
+            firsts.append((fid, int(first)))
+    if firsts:
+        # lines before each file's first record (none is a record), and which of them are binary (counted already)
+        for fid, before, before_binary in con.execute(
+            f"""SELECT l.fid, count(*), count(*) FILTER (WHERE {binary})
+                FROM {lines} l JOIN (SELECT unnest($1) AS fid, unnest($2) AS first) f
+                  ON l.fid = f.fid AND l.line < f.first
+                WHERE text <> '' GROUP BY l.fid""",
+            [[f for f, _ in firsts], [n for _, n in firsts]],
+        ).fetchall():
+            census[fid].not_understood += int(before) - int(before_binary)
+    return census
 
 
 def prefilter(fmt: Format, definition: Definition) -> str | None:
@@ -114,15 +122,30 @@ def fields_used(fmt: Format, definition: Definition) -> set[str]:
     return used | (words & set(definition.record_fields))
 
 
-def record_sql(
-    f: SourceFile, lines: str, default_clock: str, used: set[str] | None = None
-) -> tuple[str, dict[str, str | None]]:
-    """SQL giving one record row per line of the `lines` query (line, text), and its named parameters.
+def file_table(con: duckdb.DuckDBPyConnection, name: str, files: list[SourceFile], default_clock: str) -> None:
+    """Temp table `name`(fid, source, run_key, clock, path_0, …): what each file (fid: its index in `files`)
+    gives its records. What comes from the run directory (the file's path, its path groups, the clock they
+    name) travels as data, never written into SQL text."""
+    definition = files[0].definition
+    cols: dict[str, list] = {
+        "fid": list(range(len(files))),
+        "source": [f.rel for f in files],
+        "run_key": [f.run_key for f in files],
+        "clock": [file_clock(f.format.clock or default_clock, f.groups) for f in files],
+    }
+    for i, g in enumerate(definition.path_fields):
+        cols[f"path_{i}"] = [f.groups.get(g) for f in files]
+    select = ", ".join(
+        f"unnest(${k}::{'INTEGER' if k == 'fid' else 'VARCHAR'}[]) AS {k}" for k in cols
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {select}", cols)
 
-    What comes from the run directory (the file's path, its path groups, the clock they name) is bound
-    as a parameter, never written into the SQL text; the patterns and names are the definition's."""
-    fmt = f.format
-    definition = f.definition
+
+def record_sql(
+    fmt: Format, definition: Definition, lines: str, files: str, used: set[str] | None = None
+) -> str:
+    """SQL giving one record row per line of the `lines` query (fid, line, text), each with what table
+    `files` (file_table) says of its file; the patterns and names are the definition's."""
     if fmt.kind == "lines":
         assert fmt.record is not None
         record = fmt.record
@@ -131,7 +154,7 @@ def record_sql(
         names = list(group_names(record))
         pat = quote_literal(record)
         parsed = (
-            f"SELECT line, text, regexp_matches(text, {quote_literal(without_captures(record))}) AS is_record, "
+            f"SELECT fid, line, text, regexp_matches(text, {quote_literal(without_captures(record))}) AS is_record, "
             f"regexp_extract(text, {pat}, [{', '.join(quote_literal(n) for n in names)}]) AS r FROM ({lines})"
         )
 
@@ -140,7 +163,7 @@ def record_sql(
 
         message = "r.message"
     else:  # jsonl
-        parsed = f"SELECT line, text, json_valid(text) AS is_record, text AS r FROM ({lines})"
+        parsed = f"SELECT fid, line, text, json_valid(text) AS is_record, text AS r FROM ({lines})"
         known = set(fmt.fields) | {"message"}
 
         def fld(name: str | None) -> str:
@@ -167,24 +190,19 @@ def record_sql(
         time_ns, local_ns = "NULL", to_ns(time_col, fmt.time_format)
     else:
         time_ns, local_ns = "NULL", "NULL"
-    params: dict[str, str | None] = {
-        "source": f.rel, "run_key": f.run_key, "clock": file_clock(fmt.clock or default_clock, f.groups)
-    }
     cols = [
-        "$source::VARCHAR AS source",
-        "$run_key::VARCHAR AS run_key",
+        "file.source",
+        "file.run_key",
         "line",
         f"CAST({time_ns} AS BIGINT) AS time_ns",
         f"CAST({local_ns} AS BIGINT) AS local_ns",
-        "$clock::VARCHAR AS clock",
+        "file.clock",
         f"{message} AS message",
     ]
     cols += [f"{raw_text(n)}::VARCHAR AS {quote_ident(n)}" for n in definition.record_fields if n != "message"]
-    for i, g in enumerate(definition.path_fields):
-        params[f"path_{i}"] = f.groups.get(g)
-        cols.append(f"$path_{i}::VARCHAR AS {quote_ident(g)}")
+    cols += [f"file.path_{i} AS {quote_ident(g)}" for i, g in enumerate(definition.path_fields)]
     cols += ["is_record", "text"]
-    return f"SELECT {', '.join(cols)} FROM ({parsed})", params
+    return f"SELECT {', '.join(cols)} FROM ({parsed}) JOIN {files} AS file USING (fid)"
 
 
 def file_clock(template: str, groups: dict[str, str | None]) -> str:

@@ -118,7 +118,8 @@ def _check_sample(con: duckdb.DuckDBPyConnection, definition: Definition, rule, 
             what = "is not a JSON object" if source.format.kind == "jsonl" else "does not match the record pattern"
             return fail(f"line {bad[0]} {what} of format {source.format.name}")
         create_stage(con, OBSERVED)
-        stage_records(con, source, _SAMPLE_CLOCK, tables, created)
+        con.execute("ALTER TABLE lines ADD COLUMN fid INTEGER DEFAULT 0")  # the one file's lines
+        stage_records(con, [source], _SAMPLE_CLOCK, tables, created)
         # as replay does, every rule emits; a rule that matched none of the lines emits nothing (its own
         # samples check its SQL), so only the sample's rule and those that matched are run
         for r in definition.rules:
