@@ -339,3 +339,19 @@ def test_a_duckdb_file_that_cannot_be_written_is_one_error_and_no_file(tmp_path,
     with pytest.raises(UserError, match=r"o\.duckdb: cannot write the DuckDB file \(IO Error: .*No space left"):
         replay(CORPUS / "htex-2026" / "runinfo", out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_holding_the_run_dir_is_read_as_that_run_dir(tmp_path):
+    # users name the folder their script ran in; Parsl wrote its run_dir (runinfo/) there
+    project = CORPUS / "htex-2026"
+    summary = replay(project, tmp_path / "p.duckdb")
+    direct = replay(project / "runinfo", tmp_path / "r.duckdb")
+    assert summary.contexts == direct.contexts and summary.contexts["workflow"] >= 1
+
+
+def test_a_folder_holding_two_run_dirs_names_both(tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(CORPUS / "htex-2026" / "runinfo", tmp_path / "p" / name)
+    line = one_error_line(cli("replay", str(tmp_path / "p"), "--duckdb", str(tmp_path / "o.duckdb")))
+    assert "holds 2 Parsl run_dirs" in line and str(tmp_path / "p" / "a") in line and str(tmp_path / "p" / "b") in line
+    assert not (tmp_path / "o.duckdb").exists()

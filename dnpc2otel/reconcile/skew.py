@@ -60,8 +60,8 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
         return
     rows_table(con, "causal_rule", "before_type VARCHAR, before_event VARCHAR, after_type VARCHAR, after_event VARCHAR",
                [(p.before_type, p.before_event, p.after_type, p.after_event) for p in pairs])
-    _causal_pairs(con)
     ref = quote_literal(reference_clock)
+    _causal_pairs(con, ref)
     _clock_bounds(con, ref)
     _estimate(con, ref, correct)
     _conflicts(con)
@@ -75,14 +75,41 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
         )
 
 
-def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
-    """Table causal_gap: every pair of causal events of related contexts on two clocks, with its provenance,
-    the resolution of its stamps, and why it is left out (NULL: it is used)."""
+# a context and its ancestors up to this many levels: dispatch → receive spans executor task → worker execution,
+# result → return spans worker execution → try (c0 … c3 as joins, not a recursive CTE, so that DuckDB can spill
+# them at 10^6 tasks)
+ANCESTOR_LEVELS = 3
+
+
+def _chain_sql() -> str:
+    """CTEs c0 … cN and chain: (d, a) for a context d and each ancestor a within ANCESTOR_LEVELS, with whether
+    a context strictly between the two failed (mid), the ancestor itself failed (top), and whether a claim on
+    the way is doubtful."""
+    ctes = ["""c0 AS (
+            SELECT e.ck AS d, e.ck AS a, false AS mid, f.ck IS NOT NULL AS top, false AS doubtful
+            FROM (SELECT DISTINCT ck FROM causal_end) e LEFT JOIN failed f USING (ck)
+        )"""]
+    for n in range(1, ANCESTOR_LEVELS + 1):
+        mid = "false" if n == 1 else "c.mid OR c.top"
+        doubtful = "p.doubtful" if n == 1 else "c.doubtful OR p.doubtful"
+        ctes.append(f"""c{n} AS (
+            SELECT c.d, p.pk AS a, {mid} AS mid, f.ck IS NOT NULL AS top, {doubtful} AS doubtful
+            FROM c{n - 1} c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
+        )""")
+    union = " UNION ALL ".join(f"SELECT * FROM c{n}" for n in range(ANCESTOR_LEVELS + 1))
+    return ", ".join([*ctes, f"chain AS ({union})"])
+
+
+def _causal_pairs(con: duckdb.DuckDBPyConnection, ref: str) -> None:
+    """Table causal_gap: every pair of causal events of related contexts with the reference clock on one side
+    and another clock on the other (only those bound an offset), the resolution of its stamps, why it is left
+    out (NULL: it is used), and its provenance as keys: at 10^6 tasks there are millions of pairs, and only the
+    few a contradiction lists are ever spelt out (`_conflicts`)."""
     status, binding = json_member_path("otel.status_code"), json_member_path("dnpc.binding")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE causal_end AS   -- the observations of the events named by some causal pair
-        SELECT o.run, o.ck, o.context_type AS type, o.context_id AS id, o.event, o.clock, o.t, o.source, o.line
+        SELECT o.run, o.ck, o.context_type AS type, o.event, o.clock, o.t, o.source, o.line
         FROM obs_t o
         SEMI JOIN (SELECT before_type AS type, before_event AS event FROM causal_rule
                    UNION SELECT after_type, after_event FROM causal_rule) r
@@ -90,10 +117,11 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
         WHERE o.t IS NOT NULL
         """
     )
-    row = con.execute("SELECT count(DISTINCT clock) FROM causal_end").fetchone()
-    if not row or row[0] < 2:  # one clock (no worker logs, one host's sources): nothing to measure
+    row = con.execute(f"SELECT count(DISTINCT clock), count(*) FILTER (WHERE clock = {ref}) FROM causal_end").fetchone()
+    if not row or row[0] < 2 or not row[1]:  # one clock, or none is the reference: nothing to measure
         con.execute("CREATE OR REPLACE TEMP TABLE causal_gap (run VARCHAR, before_clock VARCHAR, after_clock VARCHAR, "
-                    "gap BIGINT, tolerance BIGINT, excluded VARCHAR, pair JSON)")
+                    "gap BIGINT, tolerance BIGINT, excluded VARCHAR, b_ck UHUGEINT, b_event VARCHAR, "
+                    "b_source VARCHAR, b_line BIGINT, a_ck UHUGEINT, a_event VARCHAR, a_source VARCHAR, a_line BIGINT)")
         return
     con.execute(
         f"""
@@ -105,11 +133,11 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
             FROM causal_end GROUP BY ALL
         ), stamped AS (
             SELECT e.*, r.res FROM causal_end e JOIN resolution r USING (run, source)
-        ), before AS (      -- the earliest occurrence: every 'after' follows it
-            SELECT run, ck, type, id, event, clock, min(t) AS t, arg_min(source || ':' || line, t) AS src,
-                   arg_min(res, t) AS res
+        ), before AS (      -- the earliest occurrence: every 'after' follows it (ties: the first source line)
+            SELECT run, ck, type, event, clock, min(t) AS t,
+                   arg_min({{'source': source, 'line': line, 'res': res}}, (t, source, line)) AS first
             FROM stamped SEMI JOIN causal_rule r ON r.before_type = stamped.type AND r.before_event = stamped.event
-            GROUP BY run, ck, type, id, event, clock
+            GROUP BY run, ck, type, event, clock
         ), after AS (
             SELECT * FROM stamped
             SEMI JOIN causal_rule r ON r.after_type = stamped.type AND r.after_event = stamped.event
@@ -122,23 +150,8 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
         ), claim AS (
             SELECT p.ck, p.pk, p.conflict OR i.ck IS NOT NULL AS doubtful
             FROM parent_rank p LEFT JOIN inferred i USING (ck, pk)
-        ), c0 AS (          -- a context and its ancestors up to three levels (c0 … c3: joins, not a recursive
-                            -- CTE, so that DuckDB can spill them at 10^6 tasks)
-            -- mid: a context strictly between the two failed; top: the ancestor itself failed
-            SELECT e.ck AS d, e.ck AS a, false AS mid, f.ck IS NOT NULL AS top, false AS doubtful
-            FROM (SELECT DISTINCT ck FROM causal_end) e LEFT JOIN failed f USING (ck)
-        ), c1 AS (
-            SELECT c.d, p.pk AS a, false AS mid, f.ck IS NOT NULL AS top, p.doubtful
-            FROM c0 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
-        ), c2 AS (
-            SELECT c.d, p.pk AS a, c.mid OR c.top AS mid, f.ck IS NOT NULL AS top, c.doubtful OR p.doubtful AS doubtful
-            FROM c1 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
-        ), c3 AS (
-            SELECT c.d, p.pk AS a, c.mid OR c.top AS mid, f.ck IS NOT NULL AS top, c.doubtful OR p.doubtful AS doubtful
-            FROM c2 c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
-        ), chain AS (
-            SELECT * FROM c0 UNION ALL SELECT * FROM c1 UNION ALL SELECT * FROM c2 UNION ALL SELECT * FROM c3
-        ), related AS (     -- one clean path is enough to relate two contexts; a failure on any path taints them
+        ), {_chain_sql()}, related AS (
+            -- one clean path is enough to relate two contexts; a failure on any path taints them
             SELECT c.d, c.a, bool_or(c.mid) AS mid, bool_or(c.top) AS top, any_value(f.ck) IS NOT NULL AS bottom,
                    bool_and(c.doubtful) AS doubtful
             FROM chain c LEFT JOIN failed f ON f.ck = c.d GROUP BY c.d, c.a
@@ -147,17 +160,17 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection) -> None:
             SELECT d AS x, a AS y, bottom AS failed, doubtful FROM related
             UNION ALL SELECT a, d, top OR mid OR bottom, doubtful FROM related WHERE a <> d
         )
-        SELECT a.run, b.clock AS before_clock, a.clock AS after_clock, a.t - b.t AS gap, b.res + a.res AS tolerance,
+        SELECT a.run, b.clock AS before_clock, a.clock AS after_clock, a.t - b.t AS gap,
+               b.first.res + a.res AS tolerance,
                CASE WHEN w.doubtful THEN 'ambiguous or inferred binding' WHEN w.failed THEN 'failed attempt' END
                  AS excluded,
-               json_object('before', b.type || ':' || b.id || ' ' || b.event, 'before_source', b.src,
-                           'after', a.type || ':' || a.id || ' ' || a.event, 'after_source', a.source || ':' || a.line,
-                           'gap_ms', (a.t - b.t) / 1e6) AS pair
+               b.ck AS b_ck, b.event AS b_event, b.first.source AS b_source, b.first.line AS b_line,
+               a.ck AS a_ck, a.event AS a_event, a.source AS a_source, a.line AS a_line
         FROM causal_rule r
         JOIN after a ON a.type = r.after_type AND a.event = r.after_event
         JOIN within w ON w.x = a.ck
         JOIN before b ON b.ck = w.y AND b.type = r.before_type AND b.event = r.before_event
-        WHERE a.clock <> b.clock
+        WHERE a.clock <> b.clock AND (a.clock = {ref} OR b.clock = {ref})
         """
     )
 
@@ -167,10 +180,12 @@ def _clock_bounds(con: duckdb.DuckDBPyConnection, ref: str) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE clock_bound AS
-        SELECT run, after_clock AS clock, 'upper' AS side, gap AS bound, tolerance, excluded, pair
+        SELECT run, after_clock AS clock, 'upper' AS side, gap AS bound, tolerance, excluded, * EXCLUDE
+               (run, before_clock, after_clock, gap, tolerance, excluded)
         FROM causal_gap WHERE before_clock = {ref}
         UNION ALL
-        SELECT run, before_clock, 'lower', -gap, tolerance, excluded, pair
+        SELECT run, before_clock, 'lower', -gap, tolerance, excluded, * EXCLUDE
+               (run, before_clock, after_clock, gap, tolerance, excluded)
         FROM causal_gap WHERE after_clock = {ref}
         """
     )
@@ -226,20 +241,28 @@ def _conflicts(con: duckdb.DuckDBPyConnection) -> None:
             FROM clocks_out o JOIN clock_bound b USING (run, clock)
             WHERE NOT o.consistent AND b.excluded IS NULL GROUP BY ALL
         ), crossing AS (    -- a lower bound above every upper one could hold, an upper one below the lower
-            SELECT b.run, b.clock, b.side, b.pair,
-                   row_number() OVER (PARTITION BY b.run, b.clock, b.side
-                                      ORDER BY CASE b.side WHEN 'lower' THEN -b.bound ELSE b.bound END,
-                                               b.pair::VARCHAR) AS k
+            SELECT b.*, row_number() OVER (PARTITION BY b.run, b.clock, b.side
+                                           ORDER BY CASE b.side WHEN 'lower' THEN -b.bound ELSE b.bound END,
+                                                    b.b_ck, b.a_ck, b.a_source, b.a_line) AS k
             FROM clock_bound b JOIN bad USING (run, clock)
             WHERE b.excluded IS NULL AND ((b.side = 'lower' AND b.bound - b.tolerance > bad.upper_w)
                                           OR (b.side = 'upper' AND b.bound + b.tolerance < bad.lower_w))
+        ), listed AS (      -- only the pairs a disagreement row shows are spelt out
+            SELECT c.run, c.clock, c.side, c.k,
+                   json_object('before', bx.type || ':' || bx.id || ' ' || c.b_event,
+                               'before_source', c.b_source || ':' || c.b_line,
+                               'after', ax.type || ':' || ax.id || ' ' || c.a_event,
+                               'after_source', c.a_source || ':' || c.a_line,
+                               'gap_ms', CASE c.side WHEN 'upper' THEN c.bound ELSE -c.bound END / 1e6) AS pair
+            FROM crossing c JOIN ctx bx ON bx.ck = c.b_ck JOIN ctx ax ON ax.ck = c.a_ck
+            WHERE c.k <= {LISTED_PAIRS}
         )
         SELECT bad.run, bad.clock, bad.lower_ms - bad.upper_ms,
                json_object('lower_ms', bad.lower_ms, 'upper_ms', bad.upper_ms,
-                           'lower_pairs', (SELECT list(c.pair ORDER BY c.k) FROM crossing c WHERE c.run = bad.run
-                                           AND c.clock = bad.clock AND c.side = 'lower' AND c.k <= {LISTED_PAIRS}),
-                           'upper_pairs', (SELECT list(c.pair ORDER BY c.k) FROM crossing c WHERE c.run = bad.run
-                                           AND c.clock = bad.clock AND c.side = 'upper' AND c.k <= {LISTED_PAIRS}),
+                           'lower_pairs', (SELECT list(c.pair ORDER BY c.k) FROM listed c WHERE c.run = bad.run
+                                           AND c.clock = bad.clock AND c.side = 'lower'),
+                           'upper_pairs', (SELECT list(c.pair ORDER BY c.k) FROM listed c WHERE c.run = bad.run
+                                           AND c.clock = bad.clock AND c.side = 'upper'),
                            'crossing_pairs', (SELECT count(*) FROM crossing c
                                               WHERE c.run = bad.run AND c.clock = bad.clock))
         FROM bad

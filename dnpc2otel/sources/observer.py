@@ -121,15 +121,14 @@ class Observer:
         stats = [FileStats(f.rel, f.definition.name, fmt.name) for f in files]
         loaded = load_files(self.con, [f.path for f in files], "lines")
         self.on_bytes(sum(d.size for d in loaded if isinstance(d, LineDamage)))
-        counts = dict(self.con.execute("SELECT fid, count(*) FROM lines GROUP BY fid").fetchall())
         census = count_records(self.con, fmt)
         for fid, (f, st, damage) in enumerate(zip(files, stats, loaded, strict=True)):
             if isinstance(damage, OSError):  # vanished since it was listed, unreadable (permissions), an I/O error
                 st.damage, st.skipped = f"cannot read: {damage.strerror or damage}", True
                 self._warn(f, st, [st.damage], "skipped")
                 continue
-            st.bytes, st.invalid_bytes, st.lines = damage.size, damage.invalid_bytes, int(counts.get(fid, 0))
             c = census.get(fid, LineCensus())
+            st.bytes, st.invalid_bytes, st.lines = damage.size, damage.invalid_bytes, c.lines
             st.records, st.not_understood = c.records, c.not_understood
             st.damage = describe_damage(damage, c.binary) or ("empty (0 bytes)" if st.bytes == 0 else None)
             problems = [st.damage] if st.damage else []

@@ -54,10 +54,11 @@ class LineCensus:
     records: int = 0  # lines that are records of the format
     not_understood: int = 0  # non-empty lines that are no record and continue none
     binary: int = 0  # of those, lines that are not text (NOT_TEXT)
+    lines: int = 0  # every line of the file
 
 
 def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lines") -> dict[int, LineCensus]:
-    """Records and lines not understood of each file (fid) of table `lines`(fid, line, text), in one pass.
+    """Lines, records and lines not understood of each file (fid) of table `lines`(fid, line, text), in one pass.
 
     A line not understood is a non-empty line that fits no record; in a multi-line format a text line after
     the first record continues it (tracebacks, config dumps), so only those before the first record count,
@@ -66,13 +67,13 @@ def count_records(con: duckdb.DuckDBPyConnection, fmt: Format, lines: str = "lin
     binary = f"regexp_matches(text, {quote_literal(NOT_TEXT)})"
     census: dict[int, LineCensus] = {}
     firsts: list[tuple[int, int]] = []
-    for fid, records, first, misfits, binaries in con.execute(
+    for fid, records, first, misfits, binaries, lines_n in con.execute(
         f"""SELECT fid, count(*) FILTER (WHERE r), min(line) FILTER (WHERE r),
                    count(*) FILTER (WHERE text <> '' AND NOT r),
-                   count(*) FILTER (WHERE NOT r AND text <> '' AND {binary})
+                   count(*) FILTER (WHERE NOT r AND text <> '' AND {binary}), count(*)
             FROM (SELECT fid, line, text, {is_record} AS r FROM {lines}) GROUP BY fid"""
     ).fetchall():
-        census[fid] = LineCensus(int(records), int(misfits), int(binaries))
+        census[fid] = LineCensus(int(records), int(misfits), int(binaries), int(lines_n))
         if fmt.multiline and records:  # before the first record: none, unless the query below finds some
             census[fid].not_understood = int(binaries)
             firsts.append((fid, int(first)))

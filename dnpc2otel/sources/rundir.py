@@ -43,7 +43,8 @@ class RunDirSelection:
 
 
 def select(path: Path, system: System) -> RunDirSelection:
-    """Interpret a user's path: a run_dir with NNN/ runs, or one run directory."""
+    """Interpret a user's path: a run_dir with NNN/ runs, one run directory, or a folder (a project's) holding
+    one run_dir (Parsl's default `runinfo/`)."""
     markers, shared = system.run_markers, system.shared_markers
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
@@ -51,12 +52,25 @@ def select(path: Path, system: System) -> RunDirSelection:
         raise UserError(f"{path}: not a directory; give a Parsl run_dir (runinfo/) or one run (runinfo/000)")
     if any((path / m).is_file() for m in markers):
         return RunDirSelection(root=path.parent, runs=[path.name], present=_runs_in(path.parent, markers))
-    if any((path / m).is_file() for m in shared) or any(
-        (child / m).is_file() for child in _subdirs(path) for m in markers
-    ):
+    if _is_run_dir(path, system):
         return RunDirSelection(root=path, runs=None, present=_runs_in(path, markers))
+    # one level further: users name the folder their script ran in, whose runinfo/ is the run_dir
+    inner = sorted(c for c in _subdirs(path) if _is_run_dir(c, system))
+    if len(inner) == 1:
+        return RunDirSelection(root=inner[0], runs=None, present=_runs_in(inner[0], markers))
+    if inner:
+        names = ", ".join(str(c) for c in inner)
+        raise UserError(f"{path}: holds {len(inner)} {system.label} run_dirs ({names}); give one of them")
     names = ", ".join([*markers, *shared]) or "no marker files declared"
-    raise UserError(f"{path}: not a {system.label} run directory (none of {names} in it or in its sub-directories)")
+    raise UserError(f"{path}: not a {system.label} run directory (none of {names} in it, in its sub-directories "
+                    "or in theirs)")
+
+
+def _is_run_dir(path: Path, system: System) -> bool:
+    """A run_dir: a shared marker (monitoring.db) in it, or a run marker (parsl.log) in one of its children."""
+    return any((path / m).is_file() for m in system.shared_markers) or any(
+        (child / m).is_file() for child in _subdirs(path) for m in system.run_markers
+    )
 
 
 def _runs_in(root: Path, markers: tuple[str, ...]) -> tuple[str, ...]:
