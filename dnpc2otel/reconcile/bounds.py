@@ -40,20 +40,33 @@ def bound(con: duckdb.DuckDBPyConnection, system: System) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE chosen_bounds AS
-        SELECT ck,
-               arg_min(s, (priority, converter)) AS s,
-               -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
-               -- (a resource sample or a status echo included: bounds=false says "not a transition", not "dead")
-               CASE WHEN bool_or(inc.ck IS NOT NULL) THEN greatest(max(e), any_value(inc.last_t))
-                    ELSE arg_min(e, (priority, converter)) END AS e,
-               arg_min(converter, (priority, converter)) AS bounds_source, min(priority) AS priority,
-               count(*) AS n_sources,
-               (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
-        FROM source_bounds
-        LEFT JOIN (SELECT i.ck, max(o.t) AS last_t
-                   FROM (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') i
-                   JOIN obs_t o USING (ck) GROUP BY i.ck) inc USING (ck)
-        GROUP BY ck
+        -- the order of trust as one integer (priority, then converter name): arg_min over fixed-size values
+        -- spills at 10^6 tasks, over a struct or a string not always
+        WITH conv AS (
+            SELECT converter, row_number() OVER (ORDER BY converter) AS cn
+            FROM (SELECT DISTINCT converter FROM source_bounds)
+        ), ranked AS (
+            SELECT b.*, CAST(b.priority AS BIGINT) * 1048576 + c.cn AS trust, c.cn
+            FROM source_bounds b JOIN conv c USING (converter)
+        ), inc AS (
+            SELECT i.ck, max(o.t) AS last_t
+            FROM (SELECT DISTINCT ck FROM disagreements_out WHERE kind = 'incomplete') i
+            JOIN obs_t o USING (ck) GROUP BY i.ck
+        ), chosen AS (
+            SELECT ck,
+                   arg_min(s, trust) AS s,
+                   -- an open (incomplete) context lasted until its last sign of life, whichever source saw it
+                   -- (a resource sample or a status echo included: bounds=false says "not a transition", not
+                   -- "dead")
+                   CASE WHEN bool_or(inc.ck IS NOT NULL) THEN greatest(max(e), any_value(inc.last_t))
+                        ELSE arg_min(e, trust) END AS e,
+                   arg_min(cn, trust) AS cn, min(priority) AS priority,
+                   count(*) AS n_sources,
+                   (max(s) - min(s)) / 1e6 AS start_spread_ms, (max(e) - min(e)) / 1e6 AS end_spread_ms
+            FROM ranked LEFT JOIN inc USING (ck)
+            GROUP BY ck
+        )
+        SELECT c.* EXCLUDE (cn), conv.converter AS bounds_source FROM chosen c JOIN conv USING (cn)
         """
     )
     con.execute(

@@ -179,11 +179,20 @@ def _bindings(con: duckdb.DuckDBPyConnection, types: dict[str, ContextType]) -> 
         _insert(
             con,
             """
+            -- the repeated ones first, with aggregates that spill (a list per event of every context does
+            -- not at 10^6 tasks); their lines only then
+            WITH once AS (
+                SELECT o.ck, o.event, o.converter, o.t, o.source, o.line
+                FROM obs_t o SEMI JOIN once_event x ON x.type = o.context_type AND x.event = o.event
+                WHERE o.t IS NOT NULL
+            ), repeated AS (
+                SELECT ck, event, converter FROM once GROUP BY ALL HAVING count(*) > 1
+            )
             SELECT o.ck, 'repeated_event' AS kind, o.event || ' (' || o.converter || ')' AS subject,
                    (max(o.t) - min(o.t)) / 1e6 AS size_ms,
                    json_object('times', count(*), 'lines', list_sort(list(o.source || ':' || o.line))) AS detail
-            FROM obs_t o SEMI JOIN once_event x ON x.type = o.context_type AND x.event = o.event
-            WHERE o.t IS NOT NULL GROUP BY o.ck, o.event, o.converter HAVING count(*) > 1
+            FROM once o SEMI JOIN repeated r USING (ck, event, converter)
+            GROUP BY o.ck, o.event, o.converter
             """,
         )
     unique = [(t.name, k) for t in types.values() for k in t.unique]

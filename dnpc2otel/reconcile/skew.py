@@ -65,6 +65,8 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
     _clock_bounds(con, ref)
     _estimate(con, ref, correct)
     _conflicts(con)
+    for t in ("causal_source", "causal_end", "causal_gap", "clock_bound"):  # millions of rows at 10^6 tasks
+        con.execute(f"DROP TABLE {t}")
     if correct:
         con.execute(
             """
@@ -76,35 +78,24 @@ def measure(con: duckdb.DuckDBPyConnection, pairs: list[Causality], correct: boo
 
 
 # a context and its ancestors up to this many levels: dispatch → receive spans executor task → worker execution,
-# result → return spans worker execution → try (c0 … c3 as joins, not a recursive CTE, so that DuckDB can spill
-# them at 10^6 tasks)
+# result → return spans worker execution → try
 ANCESTOR_LEVELS = 3
+# scratch tables of _causal_pairs, dropped once causal_gap is made
+_SCRATCH = ("causal_before", "causal_after", "causal_failed", "causal_claim", "causal_chain", "causal_within")
 
 
-def _chain_sql() -> str:
-    """CTEs c0 … cN and chain: (d, a) for a context d and each ancestor a within ANCESTOR_LEVELS, with whether
-    a context strictly between the two failed (mid), the ancestor itself failed (top), and whether a claim on
-    the way is doubtful."""
-    ctes = ["""c0 AS (
-            SELECT e.ck AS d, e.ck AS a, false AS mid, f.ck IS NOT NULL AS top, false AS doubtful
-            FROM (SELECT DISTINCT ck FROM causal_end) e LEFT JOIN failed f USING (ck)
-        )"""]
-    for n in range(1, ANCESTOR_LEVELS + 1):
-        mid = "false" if n == 1 else "c.mid OR c.top"
-        doubtful = "p.doubtful" if n == 1 else "c.doubtful OR p.doubtful"
-        ctes.append(f"""c{n} AS (
-            SELECT c.d, p.pk AS a, {mid} AS mid, f.ck IS NOT NULL AS top, {doubtful} AS doubtful
-            FROM c{n - 1} c JOIN claim p ON p.ck = c.a LEFT JOIN failed f ON f.ck = p.pk
-        )""")
-    union = " UNION ALL ".join(f"SELECT * FROM c{n}" for n in range(ANCESTOR_LEVELS + 1))
-    return ", ".join([*ctes, f"chain AS ({union})"])
+def _each(con: duckdb.DuckDBPyConnection, *statements: str) -> None:
+    # one statement a call: DuckDB runs a multi-statement string's plans with less room to spill
+    for sql in statements:
+        con.execute(sql)
 
 
 def _causal_pairs(con: duckdb.DuckDBPyConnection, ref: str) -> None:
     """Table causal_gap: every pair of causal events of related contexts with the reference clock on one side
     and another clock on the other (only those bound an offset), the resolution of its stamps, why it is left
     out (NULL: it is used), and its provenance as keys: at 10^6 tasks there are millions of pairs, and only the
-    few a contradiction lists are ever spelt out (`_conflicts`)."""
+    few a contradiction lists are ever spelt out (`_conflicts`). Each step is a table of its own, not a CTE of
+    one statement, so that DuckDB can spill each within the memory limit."""
     status, binding = json_member_path("otel.status_code"), json_member_path("dnpc.binding")
     con.execute(
         """
@@ -121,58 +112,100 @@ def _causal_pairs(con: duckdb.DuckDBPyConnection, ref: str) -> None:
     if not row or row[0] < 2 or not row[1]:  # one clock, or none is the reference: nothing to measure
         con.execute("CREATE OR REPLACE TEMP TABLE causal_gap (run VARCHAR, before_clock VARCHAR, after_clock VARCHAR, "
                     "gap BIGINT, tolerance BIGINT, excluded VARCHAR, b_ck UHUGEINT, b_event VARCHAR, "
-                    "b_source VARCHAR, b_line BIGINT, a_ck UHUGEINT, a_event VARCHAR, a_source VARCHAR, a_line BIGINT)")
+                    "b_sid BIGINT, b_line BIGINT, a_ck UHUGEINT, a_event VARCHAR, a_sid BIGINT, a_line BIGINT)")
+        con.execute("CREATE OR REPLACE TEMP TABLE causal_source (run VARCHAR, source VARCHAR, res BIGINT, sid BIGINT)")
         return
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE causal_gap AS
-        WITH resolution AS (  -- the coarsest grid all of a source's stamps lie on (s, ms, µs, ns)
+    _each(
+        con,
+        """
+        -- each source: the coarsest grid all its stamps lie on (s, ms, µs, ns), and an integer id (sid) for
+        -- the steps below: aggregates over fixed-size values spill, over strings not always
+        CREATE OR REPLACE TEMP TABLE causal_source AS
+        SELECT *, row_number() OVER (ORDER BY run, source) AS sid FROM (
             SELECT run, source,
                    CASE WHEN bool_and(t % 1000000000 = 0) THEN 1000000000 WHEN bool_and(t % 1000000 = 0) THEN 1000000
                         WHEN bool_and(t % 1000 = 0) THEN 1000 ELSE 1 END AS res
-            FROM causal_end GROUP BY ALL
-        ), stamped AS (
-            SELECT e.*, r.res FROM causal_end e JOIN resolution r USING (run, source)
-        ), before AS (      -- the earliest occurrence: every 'after' follows it (ties: the first source line)
-            SELECT run, ck, type, event, clock, min(t) AS t,
-                   arg_min({{'source': source, 'line': line, 'res': res}}, (t, source, line)) AS first
-            FROM stamped SEMI JOIN causal_rule r ON r.before_type = stamped.type AND r.before_event = stamped.event
-            GROUP BY run, ck, type, event, clock
-        ), after AS (
-            SELECT * FROM stamped
-            SEMI JOIN causal_rule r ON r.after_type = stamped.type AND r.after_event = stamped.event
-        ), failed AS (
-            SELECT DISTINCT ck FROM obs_t
-            WHERE attributes LIKE '%otel.status_code%' AND upper(json_extract_string(attributes, '{status}')) = 'ERROR'
-        ), inferred AS (    -- parent claims only ever made by order, never stated by a source
+            FROM causal_end GROUP BY ALL)
+        """,
+        """
+        CREATE OR REPLACE TEMP TABLE causal_before AS  -- the earliest occurrence: every 'after' follows it
+        SELECT e.run, e.ck, e.type, e.event, e.clock, min(e.t) AS t,
+               arg_min({'sid': r.sid, 'line': e.line, 'res': r.res}, (e.t, r.sid, e.line)) AS first
+        FROM causal_end e JOIN causal_source r USING (run, source)
+        SEMI JOIN causal_rule c ON c.before_type = e.type AND c.before_event = e.event
+        GROUP BY e.run, e.ck, e.type, e.event, e.clock
+        """,
+        """
+        CREATE OR REPLACE TEMP TABLE causal_after AS
+        SELECT e.* EXCLUDE (source), r.sid, r.res FROM causal_end e JOIN causal_source r USING (run, source)
+        SEMI JOIN causal_rule c ON c.after_type = e.type AND c.after_event = e.event
+        """,
+    )
+    _each(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE causal_failed AS
+        SELECT DISTINCT ck FROM obs_t
+        WHERE attributes LIKE '%otel.status_code%' AND upper(json_extract_string(attributes, '{status}')) = 'ERROR'
+        """,
+        f"""
+        CREATE OR REPLACE TEMP TABLE causal_claim AS
+        WITH inferred AS (  -- parent claims only ever made by order, never stated by a source
             SELECT ck, rk AS pk FROM obs_t WHERE relation = 'child_of' AND rk <> ck GROUP BY ck, rk
             HAVING bool_and(coalesce(json_extract_string(attributes, '{binding}'), '') = 'inferred')
-        ), claim AS (
-            SELECT p.ck, p.pk, p.conflict OR i.ck IS NOT NULL AS doubtful
-            FROM parent_rank p LEFT JOIN inferred i USING (ck, pk)
-        ), {_chain_sql()}, related AS (
-            -- one clean path is enough to relate two contexts; a failure on any path taints them
+        )
+        SELECT p.ck, p.pk, p.conflict OR i.ck IS NOT NULL AS doubtful
+        FROM parent_rank p LEFT JOIN inferred i USING (ck, pk)
+        """,
+        """
+        -- a context d and its ancestors a, level by level (joins, not a recursive CTE, so that DuckDB can spill
+        -- them at 10^6 tasks); mid: a context strictly between the two failed; top: the ancestor itself failed
+        CREATE OR REPLACE TEMP TABLE causal_chain AS
+        SELECT 0 AS level, e.ck AS d, e.ck AS a, false AS mid, f.ck IS NOT NULL AS top, false AS doubtful
+        FROM (SELECT DISTINCT ck FROM causal_end) e LEFT JOIN causal_failed f USING (ck)
+        """,
+    )
+    for n in range(1, ANCESTOR_LEVELS + 1):
+        con.execute(
+            f"""
+            INSERT INTO causal_chain
+            SELECT {n}, c.d, p.pk, c.level > 0 AND (c.mid OR c.top), f.ck IS NOT NULL, c.doubtful OR p.doubtful
+            FROM causal_chain c JOIN causal_claim p ON p.ck = c.a LEFT JOIN causal_failed f ON f.ck = p.pk
+            WHERE c.level = {n - 1}
+            """
+        )
+    _each(
+        con,
+        """
+        CREATE OR REPLACE TEMP TABLE causal_within AS
+        -- x (the after event's context) and y are the same, or one is the other's ancestor; one clean path is
+        -- enough to relate two contexts, a failure on any path taints them; failed: x failed or, when x is the
+        -- ancestor, any context on the way up to it
+        WITH related AS (
             SELECT c.d, c.a, bool_or(c.mid) AS mid, bool_or(c.top) AS top, any_value(f.ck) IS NOT NULL AS bottom,
                    bool_and(c.doubtful) AS doubtful
-            FROM chain c LEFT JOIN failed f ON f.ck = c.d GROUP BY c.d, c.a
-        ), within AS (      -- x (the after event's context) and y are the same, or one is the other's ancestor;
-                            -- failed: x failed or, when x is the ancestor, any context on the way up to it
-            SELECT d AS x, a AS y, bottom AS failed, doubtful FROM related
-            UNION ALL SELECT a, d, top OR mid OR bottom, doubtful FROM related WHERE a <> d
+            FROM causal_chain c LEFT JOIN causal_failed f ON f.ck = c.d GROUP BY c.d, c.a
         )
+        SELECT d AS x, a AS y, bottom AS failed, doubtful FROM related
+        UNION ALL SELECT a, d, top OR mid OR bottom, doubtful FROM related WHERE a <> d
+        """,
+        f"""
+        CREATE OR REPLACE TEMP TABLE causal_gap AS
         SELECT a.run, b.clock AS before_clock, a.clock AS after_clock, a.t - b.t AS gap,
                b.first.res + a.res AS tolerance,
                CASE WHEN w.doubtful THEN 'ambiguous or inferred binding' WHEN w.failed THEN 'failed attempt' END
                  AS excluded,
-               b.ck AS b_ck, b.event AS b_event, b.first.source AS b_source, b.first.line AS b_line,
-               a.ck AS a_ck, a.event AS a_event, a.source AS a_source, a.line AS a_line
+               b.ck AS b_ck, b.event AS b_event, b.first.sid AS b_sid, b.first.line AS b_line,
+               a.ck AS a_ck, a.event AS a_event, a.sid AS a_sid, a.line AS a_line
         FROM causal_rule r
-        JOIN after a ON a.type = r.after_type AND a.event = r.after_event
-        JOIN within w ON w.x = a.ck
-        JOIN before b ON b.ck = w.y AND b.type = r.before_type AND b.event = r.before_event
+        JOIN causal_after a ON a.type = r.after_type AND a.event = r.after_event
+        JOIN causal_within w ON w.x = a.ck
+        JOIN causal_before b ON b.ck = w.y AND b.type = r.before_type AND b.event = r.before_event
         WHERE a.clock <> b.clock AND (a.clock = {ref} OR b.clock = {ref})
-        """
+        """,
     )
+    for t in _SCRATCH:
+        con.execute(f"DROP TABLE {t}")
 
 
 def _clock_bounds(con: duckdb.DuckDBPyConnection, ref: str) -> None:
@@ -243,18 +276,19 @@ def _conflicts(con: duckdb.DuckDBPyConnection) -> None:
         ), crossing AS (    -- a lower bound above every upper one could hold, an upper one below the lower
             SELECT b.*, row_number() OVER (PARTITION BY b.run, b.clock, b.side
                                            ORDER BY CASE b.side WHEN 'lower' THEN -b.bound ELSE b.bound END,
-                                                    b.b_ck, b.a_ck, b.a_source, b.a_line) AS k
+                                                    b.b_ck, b.a_ck, b.a_sid, b.a_line) AS k
             FROM clock_bound b JOIN bad USING (run, clock)
             WHERE b.excluded IS NULL AND ((b.side = 'lower' AND b.bound - b.tolerance > bad.upper_w)
                                           OR (b.side = 'upper' AND b.bound + b.tolerance < bad.lower_w))
         ), listed AS (      -- only the pairs a disagreement row shows are spelt out
             SELECT c.run, c.clock, c.side, c.k,
                    json_object('before', bx.type || ':' || bx.id || ' ' || c.b_event,
-                               'before_source', c.b_source || ':' || c.b_line,
+                               'before_source', bs.source || ':' || c.b_line,
                                'after', ax.type || ':' || ax.id || ' ' || c.a_event,
-                               'after_source', c.a_source || ':' || c.a_line,
+                               'after_source', as_.source || ':' || c.a_line,
                                'gap_ms', CASE c.side WHEN 'upper' THEN c.bound ELSE -c.bound END / 1e6) AS pair
             FROM crossing c JOIN ctx bx ON bx.ck = c.b_ck JOIN ctx ax ON ax.ck = c.a_ck
+            JOIN causal_source bs ON bs.sid = c.b_sid JOIN causal_source as_ ON as_.sid = c.a_sid
             WHERE c.k <= {LISTED_PAIRS}
         )
         SELECT bad.run, bad.clock, bad.lower_ms - bad.upper_ms,
