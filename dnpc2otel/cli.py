@@ -193,6 +193,8 @@ def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp
     for msg in summary.warnings:
         err.print(f"dnpc2otel: warning: {msg}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"DuckDB: {summary.duckdb_path}", highlight=False, soft_wrap=True)
+    if summary.run_dir and summary.run_dir not in (Path(rundir).resolve(), Path(rundir).resolve().parent):
+        out.print(f"run_dir: {summary.run_dir} (inside {rundir})", highlight=False, soft_wrap=True)
     if config:
         trace_ids = [r["trace_id"] for r in summary.runs]
         if summary.campaign:  # the campaign's own small trace, beside the runs'

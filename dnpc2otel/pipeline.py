@@ -49,6 +49,7 @@ class ReplaySummary:
     exported_spans: int | None = None
     run_config: Path | None = None  # the dnpc2otel.toml whose converters were used
     campaign: str | None = None  # the campaign span's name, when one was made (campaign/context.py)
+    run_dir: Path | None = None  # the run_dir read (the given folder, its parent, or the runinfo/ inside it)
 
     @property
     def lines_not_understood(self) -> int:
@@ -134,7 +135,8 @@ def replay(
     if not files:
         raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
     target = Path(duckdb_path or DEFAULT_DUCKDB)
-    summary = ReplaySummary(duckdb_path=target.resolve(), run_config=local.path if local else None)
+    summary = ReplaySummary(duckdb_path=target.resolve(), run_config=local.path if local else None,
+                            run_dir=selection.root.resolve())
 
     def warn(msg: str) -> None:
         summary.warnings.append(msg)

@@ -347,6 +347,10 @@ def test_a_folder_holding_the_run_dir_is_read_as_that_run_dir(tmp_path):
     summary = replay(project, tmp_path / "p.duckdb")
     direct = replay(project / "runinfo", tmp_path / "r.duckdb")
     assert summary.contexts == direct.contexts and summary.contexts["workflow"] >= 1
+    assert summary.run_dir == (project / "runinfo").resolve()
+    proc = cli("replay", str(project), "--duckdb", str(tmp_path / "c.duckdb"), "--no-export")
+    assert proc.returncode == 0, proc.stderr
+    assert f"run_dir: {(project / 'runinfo').resolve()} (inside {project})" in proc.stdout
 
 
 def test_a_folder_holding_two_run_dirs_names_both(tmp_path):

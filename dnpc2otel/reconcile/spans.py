@@ -208,17 +208,18 @@ def links(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE span_links_out AS
+        -- one link per (context, related context, relation), from its first line; the related context's name
+        -- from ctx_id: keys and a window, not a GROUP BY over strings, so that DuckDB spills at 10^6 tasks
         WITH rel AS (
-            SELECT ck, rk AS lk, related_type AS ltype, related_id AS lid, relation, min(source) AS source,
-                   min(line) AS line
-            FROM obs_t WHERE relation NOT IN ('child_of', 'alias') GROUP BY ALL
+            SELECT ck, rk AS lk, relation, source, line
+            FROM obs_t WHERE relation NOT IN ('child_of', 'alias')
+            QUALIFY row_number() OVER (PARTITION BY ck, rk, relation ORDER BY source, line) = 1
             UNION ALL
-            SELECT ck, pk, ptype, pid, CASE WHEN conflict THEN 'conflicting_parent' ELSE 'also_child_of' END,
-                   NULL, NULL
+            SELECT ck, pk, CASE WHEN conflict THEN 'conflicting_parent' ELSE 'also_child_of' END, NULL, NULL
             FROM parent_rank WHERE n > 1 OR conflict
         )
         SELECT i.trace_id, i.span_id, l.trace_id AS linked_trace_id, l.span_id AS linked_span_id,
-               json_object('dnpc.relation', r.relation, 'dnpc.linked_context', r.ltype || ':' || r.lid,
+               json_object('dnpc.relation', r.relation, 'dnpc.linked_context', l.type || ':' || l.id,
                            -- Jaeger shows links as FOLLOWS_FROM references unless told otherwise: a second
                            -- parent is a CHILD_OF reference there, dependencies and the like follow from
                            'opentracing.ref_type',
