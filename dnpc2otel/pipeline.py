@@ -175,7 +175,8 @@ def replay(
         store.write(con, target, str(root), catalog.views)
         _summarise(con, summary)
         summary.expected_parents = {t: catalog.types[t].parents for t in summary.unbound if t in catalog.types}
-    summary.lines = store.summarise(target.resolve(), [r["trace_id"] for r in summary.runs], catalog.summaries)
+    summary.lines = store.summarise(target.resolve(), [r["trace_id"] for r in summary.runs], catalog.summaries,
+                                    memory_limit or DEFAULT_MEMORY_LIMIT)
     return summary
 
 

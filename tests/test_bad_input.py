@@ -359,3 +359,21 @@ def test_a_folder_holding_two_run_dirs_names_both(tmp_path):
     line = one_error_line(cli("replay", str(tmp_path / "p"), "--duckdb", str(tmp_path / "o.duckdb")))
     assert "holds 2 Parsl run_dirs" in line and str(tmp_path / "p" / "a") in line and str(tmp_path / "p" / "b") in line
     assert not (tmp_path / "o.duckdb").exists()
+
+
+def test_summary_queries_keep_to_the_memory_limit(tmp_path):
+    # the definitions' summary queries run on a connection of their own: at 10^6 tasks DuckDB's default
+    # (80 % of RAM) let the HTEX chain summary take 6 GB; past the limit the line says so, the database stays
+    from dnpc2otel.sources import definitions
+
+    db = tmp_path / "f.duckdb"
+    summary = replay(CORPUS / "features-2026" / "runinfo", db)
+    label = "HTEX tries that ran, fully chained"
+    with duckdb.connect(str(db), read_only=True) as c:
+        (ran,) = c.execute("SELECT count(*) FROM htex_try_chain WHERE ran").fetchone()
+    assert ran > 0 and summary.lines[label].split(" ")[0].endswith(f"/{ran}")
+    catalog = definitions.load_catalog(None, None)
+    lines = store.summarise(db, [r["trace_id"] for r in summary.runs], catalog.summaries, "1MB")
+    assert lines[label].startswith("not computed: needs more than the memory limit of 1MB")
+    again = store.summarise(db, [r["trace_id"] for r in summary.runs], catalog.summaries, "1GB")
+    assert again[label] == summary.lines[label]

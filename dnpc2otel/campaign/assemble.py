@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..export import store
-from ..pipeline import ReplaySummary, _summarise, definitions_for, workspace
+from ..pipeline import DEFAULT_MEMORY_LIMIT, ReplaySummary, _summarise, definitions_for, workspace
 from ..sources.templates import quote_literal
 from ..tables import RECONCILED, SOURCES, STAGE_OUTPUTS, create_stage, insert
 from . import context as campaign_context
@@ -46,5 +46,6 @@ def assemble(path: Path, parts: list[Path], summaries: list[ReplaySummary], targ
         store.write(con, target, str(root), catalog.views)
         _summarise(con, summary)
         summary.expected_parents = {t: catalog.types[t].parents for t in summary.unbound if t in catalog.types}
-    summary.lines = store.summarise(target, [r["trace_id"] for r in summary.runs], catalog.summaries)
+    summary.lines = store.summarise(target, [r["trace_id"] for r in summary.runs], catalog.summaries,
+                                    options.memory_limit or DEFAULT_MEMORY_LIMIT)
     return summary
