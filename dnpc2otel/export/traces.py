@@ -36,31 +36,40 @@ AUTO_TASK_SPANS = 10_000
 TASK_CONTEXT = "task"
 
 
+MAX_DEPTH = 64  # levels below a task (try › executor task › worker execution › stages …), far more than any run has
+
+
 def create_views(con: duckdb.DuckDBPyConnection, mode: str = DEFAULT_MODE, task_context: str = TASK_CONTEXT) -> None:
     """Create temp views export_spans, export_events, export_links on `con` for `mode`."""
     if mode not in MODES:
         raise ValueError(f"trace mode {mode!r}: one of {', '.join(MODES)}")
     chosen = {"run": "WHERE false", "task": "", "auto": f"WHERE spans > {AUTO_TASK_SPANS}"}[mode]
-    # span → the task trace it moves to (only spans that move): the tasks, then down their parent chains
+    # span → the task trace it moves to (only spans that move): the tasks, then down their parent chains, a
+    # level a statement (a recursive CTE holds all its rows in memory: it ran out of 384 MB at 10^6 tasks)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE export_moved AS
-        WITH RECURSIVE moved(trace_id, span_id, task_trace) AS (
-            SELECT s.trace_id, s.span_id,
-                   substr(sha256('dnpc2otel/trace/' || s.trace_id || '/task/'
-                                 || json_extract_string(s.attributes, '$."dnpc.context_id"')), 1, 32)
-            FROM spans s
-            WHERE s.context_type = ? AND s.parent_span_id IS NOT NULL
-              AND s.trace_id IN (SELECT trace_id FROM runs {chosen})
-            UNION
-            SELECT c.trace_id, c.span_id, m.task_trace
-            FROM spans c JOIN moved m ON c.trace_id = m.trace_id AND c.parent_span_id = m.span_id
-            WHERE c.context_type <> ?
-        )
-        SELECT * FROM moved
+        SELECT 0 AS level, s.trace_id, s.span_id,
+               substr(sha256('dnpc2otel/trace/' || s.trace_id || '/task/'
+                             || json_extract_string(s.attributes, '$."dnpc.context_id"')), 1, 32) AS task_trace
+        FROM spans s
+        WHERE s.context_type = ? AND s.parent_span_id IS NOT NULL
+          AND s.trace_id IN (SELECT trace_id FROM runs {chosen})
         """,
-        [task_context, task_context],
+        [task_context],
     )
+    for level in range(1, MAX_DEPTH + 1):  # spans form a tree (reconcile/nesting.py): each is reached once
+        row = con.execute(
+            """
+            INSERT INTO export_moved
+            SELECT ?, c.trace_id, c.span_id, m.task_trace
+            FROM spans c JOIN export_moved m ON c.trace_id = m.trace_id AND c.parent_span_id = m.span_id
+            WHERE m.level = ? AND c.context_type <> ?
+            """,
+            [level, level - 1, task_context],
+        ).fetchone()
+        if not row or not row[0]:
+            break
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW export_spans AS
