@@ -163,8 +163,19 @@ class _Reader:
     def _sorted(self, cursor: duckdb.DuckDBPyConnection, sql: str, sel: Selection, name: str) -> Iterator[tuple]:
         where, params = sel.where()
         path = Path(self.tmp) / f"{name}.parquet"
-        self.con.execute(f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
-                         f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)", params)
+        copy = (f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
+                f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+        try:
+            self.con.execute(copy, params)
+        except duckdb.OutOfMemoryException:
+            # each thread's share of a sort is what overflows (33 M events at 10^6 tasks): one thread keeps to
+            # the limit, at about twice the time; the other sorts stay on one thread too
+            self.con.execute("SET threads = 1")
+            try:
+                self.con.execute(copy, params)
+            except duckdb.OutOfMemoryException as e:
+                raise UserError(f"sorting the {name} for export needed more than {MEMORY_LIMIT} even on one "
+                                f"thread ({first_line(e)})") from None
         return _query(cursor, f"SELECT * FROM read_parquet('{path}')")
 
     def count(self, sel: Selection) -> tuple[int, int]:
