@@ -56,6 +56,7 @@ RESOURCE_PREFIXES = ("host.", "os.", "process.")
 RESOURCE_KEYS = ("service.version", "service.instance.id")
 DEFAULT_BATCH_SPANS = 1000
 MEMORY_LIMIT = "384MB"  # DuckDB's, for the sorts; it spills beyond
+LARGE_LIMIT = "1GB"  # the last resort of a sort that does not fit MEMORY_LIMIT on one thread (10^6 tasks)
 FETCH_ROWS = 4096
 MAX_BACKOFF_S = 10.0
 
@@ -165,17 +166,19 @@ class _Reader:
         path = Path(self.tmp) / f"{name}.parquet"
         copy = (f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
                 f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
-        try:
-            self.con.execute(copy, params)
-        except duckdb.OutOfMemoryException:
-            # each thread's share of a sort is what overflows (33 M events at 10^6 tasks): one thread keeps to
-            # the limit, at about twice the time; the other sorts stay on one thread too
-            self.con.execute("SET threads = 1")
+        # each thread's share of a sort is what overflows first (33 M events at 10^6 tasks): one thread keeps to
+        # the limit at about twice the time; the task-mode links' joins (4 M moved spans) need LARGE_LIMIT
+        for fallback in ([], ["SET threads = 1"], [f"SET memory_limit = '{LARGE_LIMIT}'"]):
+            for setting in fallback:  # kept for the sorts that follow: they are of the same size
+                self.con.execute(setting)
             try:
                 self.con.execute(copy, params)
+                break
             except duckdb.OutOfMemoryException as e:
-                raise UserError(f"sorting the {name} for export needed more than {MEMORY_LIMIT} even on one "
-                                f"thread ({first_line(e)})") from None
+                error = e
+        else:
+            raise UserError(f"sorting the {name} for export needed more than {LARGE_LIMIT} of memory even on one "
+                            f"thread ({first_line(error)})") from None
         return _query(cursor, f"SELECT * FROM read_parquet('{path}')")
 
     def count(self, sel: Selection) -> tuple[int, int]:
