@@ -125,35 +125,36 @@ def test_environment_variables_choose_the_endpoint(monkeypatch):
     assert OtlpConfig.from_env("127.0.0.1:4318", "http/protobuf").endpoint == "http://127.0.0.1:4318/v1/traces"
 
 
-def test_a_sort_over_the_memory_limit_falls_back_and_stays_intact(replayed, monkeypatch):
+def test_a_sort_over_the_memory_limit_falls_back_and_stays_intact(replayed):
     # at 10^6 tasks the events' sort overflowed the export's limit on two threads, the task-mode links' on one:
-    # the sort is redone on one thread, then with LARGE_LIMIT; past that, one error line
-    from dnpc2otel.export import otlp
+    # the sort is redone on one thread, then from the view's rows written unsorted, then with LARGE_LIMIT;
+    # past that, one error line
+    connect, seen = duckdb.connect, []
 
-    connect, settings = duckdb.connect, []
-
-    class Tight:  # a connection whose sorts run out of memory until `fits` of the fallbacks were made
-        def __init__(self, con, fits):
-            self._con, self._fits = con, fits
+    class Tight:  # a connection whose first `fails` sorts into the export's files run out of memory
+        def __init__(self, con, fails):
+            self._con, self._fails = con, fails
 
         def execute(self, sql, *args):
-            if sql.startswith("SET threads") or sql.startswith("SET memory_limit = '1GB'"):
-                settings.append(sql)
-            if sql.startswith("COPY") and len(settings) < self._fits:
-                raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate (test)")
+            if sql.startswith("COPY") and ".raw.parquet' (" not in sql and "ORDER BY" in sql:
+                seen.append(sql)
+                if len(seen) <= self._fails:
+                    raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate (test)")
             return self._con.execute(sql, *args)
 
         def __getattr__(self, name):
             return getattr(self._con, name)
 
-    for fits in (1, 2):
-        settings.clear()
-        monkeypatch.setattr(otlp.duckdb, "connect", lambda *a, fits=fits, **k: Tight(connect(*a, **k), fits))
-        with HttpReceiver() as rx:
-            result = export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
-        assert result.spans == len(rx.received.spans()) > 0 and len(settings) == fits
+    for fails in (1, 2, 3):
+        seen.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(duckdb, "connect", lambda *a, fails=fails, **k: Tight(connect(*a, **k), fails))
+            with HttpReceiver() as rx:
+                result = export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
+        assert result.spans == len(rx.received.spans()) > 0 and len(seen) == fails + 3
         assert_intact(replayed, rx.received)
-    settings.clear()
-    monkeypatch.setattr(otlp.duckdb, "connect", lambda *a, **k: Tight(connect(*a, **k), 3))
-    with HttpReceiver() as rx, pytest.raises(UserError, match="needed more than 1GB of memory even on one thread"):
-        export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
+    seen.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(duckdb, "connect", lambda *a, **k: Tight(connect(*a, **k), 4))
+        with HttpReceiver() as rx, pytest.raises(UserError, match="needed more than 1GB of memory even on one"):
+            export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))

@@ -164,15 +164,25 @@ class _Reader:
     def _sorted(self, cursor: duckdb.DuckDBPyConnection, sql: str, sel: Selection, name: str) -> Iterator[tuple]:
         where, params = sel.where()
         path = Path(self.tmp) / f"{name}.parquet"
-        copy = (f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
-                f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
-        # each thread's share of a sort is what overflows first (33 M events at 10^6 tasks): one thread keeps to
-        # the limit at about twice the time; the task-mode links' joins (4 M moved spans) need LARGE_LIMIT
-        for fallback in ([], ["SET threads = 1"], [f"SET memory_limit = '{LARGE_LIMIT}'"]):
-            for setting in fallback:  # kept for the sorts that follow: they are of the same size
+        view = sql.split("FROM ", 1)[1].split()[0]  # export_spans, export_events or export_links
+        raw = Path(self.tmp) / f"{name}.raw.parquet"
+        # each thread's share of a sort is what overflows first (33 M events at 10^6 tasks): one thread keeps
+        # to the limit at about twice the time; a sort over the task-mode links' joins (4 M moved spans)
+        # overflows even so, and fits once the view's rows are written unsorted first and sorted from there
+        for settings, staged in (([], False), (["SET threads = 1"], False), ([], True),
+                                 ([f"SET memory_limit = '{LARGE_LIMIT}'"], True)):
+            for setting in settings:  # kept for the sorts that follow: they are of the same size
                 self.con.execute(setting)
             try:
-                self.con.execute(copy, params)
+                if staged:
+                    self.con.execute(f"COPY (SELECT * FROM {view} {f'WHERE {where}' if where else ''}) "
+                                     f"TO '{raw}' (FORMAT parquet)", params)
+                    staged_sql = sql.replace(f"FROM {view} WHERE_CLAUSE", f"FROM read_parquet('{raw}')")
+                    self.con.execute(f"COPY ({staged_sql}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+                    raw.unlink()
+                else:
+                    self.con.execute(f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
+                                     f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)", params)
                 break
             except duckdb.OutOfMemoryException as e:
                 error = e
