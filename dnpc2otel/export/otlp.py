@@ -57,6 +57,12 @@ RESOURCE_KEYS = ("service.version", "service.instance.id")
 DEFAULT_BATCH_SPANS = 1000
 MEMORY_LIMIT = "384MB"  # DuckDB's, for the sorts; it spills beyond
 LARGE_LIMIT = "1GB"  # the last resort of a sort that does not fit MEMORY_LIMIT on one thread (10^6 tasks)
+# how a sort that overflows is redone, in turn (a setting for the connection, then whether to sort from the
+# view's rows written unsorted first): each thread's share of a sort is what overflows first (33 M events at
+# 10^6 tasks), so one thread keeps to the limit at about twice the time; a sort over the task-mode links'
+# joins (4 M moved spans) overflows even so, and fits once those rows are written unsorted and sorted from there
+SORT_FALLBACKS = ((None, False), ("SET threads = 1", False), (None, True),
+                  (f"SET memory_limit = '{LARGE_LIMIT}'", True))
 FETCH_ROWS = 4096
 MAX_BACKOFF_S = 10.0
 
@@ -71,13 +77,13 @@ def resource_attributes(attrs: dict) -> dict:
 SPANS_SQL = """
 SELECT trace_id, span_id, parent_span_id, name, service_name, start_time_unix_nano, end_time_unix_nano,
        status_code, status_message, attributes::VARCHAR, run_trace_id
-FROM export_spans WHERE_CLAUSE ORDER BY trace_id, span_id"""
+FROM SOURCE ORDER BY trace_id, span_id"""
 EVENTS_SQL = """
 SELECT trace_id, span_id, time_unix_nano, name, attributes::VARCHAR
-FROM export_events WHERE_CLAUSE ORDER BY trace_id, span_id, time_unix_nano, name, attributes::VARCHAR"""
+FROM SOURCE ORDER BY trace_id, span_id, time_unix_nano, name, attributes::VARCHAR"""
 LINKS_SQL = """
 SELECT trace_id, span_id, linked_trace_id, linked_span_id, attributes::VARCHAR
-FROM export_links WHERE_CLAUSE ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR"""
+FROM SOURCE ORDER BY trace_id, span_id, linked_span_id, attributes::VARCHAR"""
 # the spans that are processes: their resource attributes, by (run trace, service.instance.id)
 PROCESSES_SQL = """
 SELECT run_trace_id, attributes::VARCHAR FROM export_spans
@@ -149,6 +155,7 @@ class _Reader:
 
     def __init__(self, db_path: Path, trace_per: str):
         self.tmp = tempfile.mkdtemp(prefix="dnpc2otel-export-")
+        self.fallback = 0  # the first of SORT_FALLBACKS the next sort tries
         self.cursors: list[duckdb.DuckDBPyConnection] = []
         try:
             self.con = duckdb.connect(str(db_path), read_only=True)
@@ -162,27 +169,26 @@ class _Reader:
             raise UserError(f"{db_path}: cannot open as a DuckDB database ({first_line(e)})") from None
 
     def _sorted(self, cursor: duckdb.DuckDBPyConnection, sql: str, sel: Selection, name: str) -> Iterator[tuple]:
+        """Sort `sql` (reading SOURCE) over view export_<name> into a Parquet file; stream it back."""
         where, params = sel.where()
-        path = Path(self.tmp) / f"{name}.parquet"
-        view = sql.split("FROM ", 1)[1].split()[0]  # export_spans, export_events or export_links
-        raw = Path(self.tmp) / f"{name}.raw.parquet"
-        # each thread's share of a sort is what overflows first (33 M events at 10^6 tasks): one thread keeps
-        # to the limit at about twice the time; a sort over the task-mode links' joins (4 M moved spans)
-        # overflows even so, and fits once the view's rows are written unsorted first and sorted from there
-        for settings, staged in (([], False), (["SET threads = 1"], False), ([], True),
-                                 ([f"SET memory_limit = '{LARGE_LIMIT}'"], True)):
-            for setting in settings:  # kept for the sorts that follow: they are of the same size
+        view = f"export_{name} {f'WHERE {where}' if where else ''}"
+        path, raw = Path(self.tmp) / f"{name}.parquet", Path(self.tmp) / f"{name}.raw.parquet"
+        # the sorts are of the same size: each starts at the fallback the one before it needed
+        for stage in range(self.fallback, len(SORT_FALLBACKS)):
+            setting, staged = SORT_FALLBACKS[stage]
+            if setting:  # kept on the connection for the sorts that follow
                 self.con.execute(setting)
             try:
                 if staged:
-                    self.con.execute(f"COPY (SELECT * FROM {view} {f'WHERE {where}' if where else ''}) "
-                                     f"TO '{raw}' (FORMAT parquet)", params)
-                    staged_sql = sql.replace(f"FROM {view} WHERE_CLAUSE", f"FROM read_parquet('{raw}')")
-                    self.con.execute(f"COPY ({staged_sql}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+                    self.con.execute(f"COPY (SELECT * FROM {view}) TO '{raw}' (FORMAT parquet)", params)
+                    unsorted = f"read_parquet('{raw}')"
+                    self.con.execute(f"COPY ({sql.replace('SOURCE', unsorted)}) TO '{path}' (FORMAT parquet, "
+                                     "COMPRESSION zstd)")
                     raw.unlink()
                 else:
-                    self.con.execute(f"COPY ({sql.replace('WHERE_CLAUSE', f'WHERE {where}' if where else '')}) "
-                                     f"TO '{path}' (FORMAT parquet, COMPRESSION zstd)", params)
+                    self.con.execute(f"COPY ({sql.replace('SOURCE', view)}) TO '{path}' (FORMAT parquet, "
+                                     "COMPRESSION zstd)", params)
+                self.fallback = stage
                 break
             except duckdb.OutOfMemoryException as e:
                 error = e
