@@ -150,21 +150,30 @@ def cli() -> None:
               metavar="FILE.py",
               help="Convert each run as a Parsl task on the `config` this Python file defines (the file is "
                    "executed: give only your own), then assemble one DuckDB file. Needs the extra `parsl`.")
+@click.option("--split-size", "split_size", default=None, metavar="SIZE",
+              help="With --parsl-config: a run with more than SIZE of source files is read by several tasks of "
+                   "about SIZE each (a file is never cut), then reconciled by one. [default: 1GB]")
 @_trace_per_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(rundir, duckdb_path, otlp_endpoint, otlp_protocol, otlp_headers, otlp_max_request_bytes,
            otlp_retry_seconds, no_export, timezone, converter_dirs, converter_files, memory_limit, disagreement_ms,
-           correct_skew, campaign, parsl_config, trace_per, quiet) -> None:
+           correct_skew, campaign, parsl_config, split_size, trace_per, quiet) -> None:
     """Convert a Parsl run_dir (runinfo/) or one run (runinfo/000) to DuckDB, and export it over OTLP."""
+    from .pipeline import parse_size
     from .pipeline import replay as run_replay
 
+    if split_size is not None and parsl_config is None:
+        raise UserError("--split-size: only with --parsl-config (a replay in one process reads every file itself)")
     if parsl_config is not None:
         from functools import partial
 
-        from .campaign.fanout import Options, replay_on_parsl
+        from .campaign.fanout import DEFAULT_SPLIT_BYTES, Options, replay_on_parsl
 
+        split_bytes = DEFAULT_SPLIT_BYTES if split_size is None else parse_size(split_size)
+        if not split_bytes:
+            raise UserError(f"--split-size {split_size!r}: not a size such as 1GB or 500MB")
         options = Options(tuple(converter_dirs), tuple(converter_files), timezone, memory_limit, disagreement_ms,
-                          correct_skew)
+                          correct_skew, split_bytes)
         run_replay = partial(replay_on_parsl, config_file=parsl_config, options=options)  # type: ignore[assignment]
 
     config = None

@@ -18,8 +18,8 @@ from .campaign import context as campaign_context
 from .errors import UserError, first_line
 from .export import store
 from .reconcile import DEFAULT_THRESHOLD_MS, clock, reconcile
-from .sources import FileStats, definitions, observe, runconfig, rundir
-from .tables import OBSERVED, RECONCILED
+from .sources import FileStats, definitions, observe, parts, runconfig, rundir
+from .tables import OBSERVED, RECONCILED, create_stage
 
 DEFAULT_DUCKDB = "dnpc2otel.duckdb"
 # DuckDB's own default is 80% of RAM: memory then grows with the run (7.4 GiB at 105k tasks). Bounded instead,
@@ -89,13 +89,21 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def _larger(limit: str) -> str:
-    """A limit worth trying after `limit` ran out: 4x it, at least 4GB (an unparsed size: 4GB)."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", limit)
+def parse_size(text: str) -> int | None:
+    """Bytes of a size as DuckDB writes them ('4GB', '500 MiB', '1.5GB'), or None if it is not one."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
     unit = m and _UNITS.get(m.group(2).upper())
     if not m or unit is None:
+        return None
+    return int(float(m.group(1)) * unit)
+
+
+def _larger(limit: str) -> str:
+    """A limit worth trying after `limit` ran out: 4x it, at least 4GB (an unparsed size: 4GB)."""
+    size = parse_size(limit)
+    if size is None:
         return "4GB"
-    return f"{max(4, -(-int(float(m.group(1)) * unit * 4) // 10**9))}GB"
+    return f"{max(4, -(-size * 4 // 10**9))}GB"
 
 
 def definitions_for(
@@ -112,6 +120,17 @@ def definitions_for(
     return catalog, selection, local
 
 
+def sources_for(
+    path: str | Path, converter_dirs: list[Path] | None = None, converter_files: list[Path] | None = None
+) -> tuple[definitions.Catalog, rundir.RunDirSelection, runconfig.RunConfig | None, list[rundir.SourceFile]]:
+    """definitions_for, and the source files a replay of `path` reads (in the order it lists them)."""
+    catalog, selection, local = definitions_for(path, converter_dirs, converter_files)
+    files = rundir.source_files(selection, list(catalog.definitions), local.extra if local else None)
+    if not files:
+        raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
+    return catalog, selection, local, files
+
+
 def replay(
     path: str | Path,
     duckdb_path: str | Path | None = None,
@@ -124,16 +143,15 @@ def replay(
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     campaign: str | None = None,
+    observed: list[Path] | None = None,
 ) -> ReplaySummary:
     """Convert the run(s) at `path` into the DuckDB file `duckdb_path` (default ./dnpc2otel.duckdb).
 
     Definitions: the built-in ones, $DNPC2OTEL_CONVERTERS, `converter_dirs`, `converter_files`, then those
     a dnpc2otel.toml beside or inside the run directory names (see sources.runconfig). `campaign`: the name of
-    the campaign span above the runs (made anyway, named after the run_dir, when two runs or more are read)."""
-    catalog, selection, local = definitions_for(path, converter_dirs, converter_files)
-    files = rundir.source_files(selection, list(catalog.definitions), local.extra if local else None)
-    if not files:
-        raise UserError(f"{path}: no file any converter understands (parsl.log, parsl.jsonlog, monitoring.db, …)")
+    the campaign span above the runs (made anyway, named after the run_dir, when two runs or more are read).
+    `observed`: the sources stage already done, as parts of `path`'s files (sources.parts), read instead."""
+    catalog, selection, local, files = sources_for(path, converter_dirs, converter_files)
     target = Path(duckdb_path or DEFAULT_DUCKDB)
     summary = ReplaySummary(duckdb_path=target.resolve(), run_config=local.path if local else None,
                             run_dir=selection.root.resolve())
@@ -158,7 +176,14 @@ def replay(
     with workspace(memory_limit) as con:
         if timezone:
             clock.check_timezone(con, timezone)
-        summary.sources = observe(con, catalog, files, root, on_bytes=advance, on_warning=warn)
+        if observed is None:
+            summary.sources = observe(con, catalog, files, root, on_bytes=advance, on_warning=warn)
+        else:
+            create_stage(con, OBSERVED)
+            summary.sources, said = parts.read(con, observed)
+            for msg in said:
+                warn(msg)
+            advance(total)
         if _count(con, f"{OBSERVED}.observations") == 0:
             why = "; ".join(summary.warnings) or "no line or row matched any converter rule"
             raise UserError(f"{path}: no usable observation in any source ({why})")

@@ -169,6 +169,81 @@ def test_parsl_fanout_is_the_plain_replay(study, plain, tmp_path):
         assert got[table] == want[table], table
 
 
+def test_parsl_split_runs_are_the_plain_replay(study, plain, tmp_path):
+    """Runs larger than --split-size are read by several Parsl tasks (slices of their files, here 4 a run),
+    then reconciled by one each: every table equal to the plain replay's, row for row."""
+    options = fanout.Options(split_bytes=1_000_000)
+    cut = fanout.slices(study / "003", options)
+    listed = [f.rel for f in replay_files(study / "003")]
+    assert len(cut) == 4 and sorted(sum(cut, [])) == sorted(listed)  # every file once, none cut
+    assert any(len(s) > 1 for s in cut) and any(len(s) == 1 for s in cut)
+    cfg = tmp_path / "htex_local.py"
+    cfg.write_text(HTEX_CONFIG)
+    db = tmp_path / "split.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "dnpc2otel.cli", "replay", str(study), "--duckdb", str(db),
+                           "--parsl-config", str(cfg), "--split-size", "1MB", "--no-export", "-q"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["htex_local.py", "split.duckdb"]  # parts removed
+    got, want = contents(db), contents(plain)
+    assert got.keys() == want.keys()
+    for table in want:
+        assert got[table] == want[table], table
+
+
+def test_a_definitions_files_split_across_slices(tmp_path):
+    """Slices follow the order the replay reads files in (definition, then listing), so one definition's files
+    may fall in two slices (here the two worker logs): the parts, read back in order, are the one-process
+    replay's, warnings included (a cut worker log). The tasks run on a thread pool standing in for Parsl."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = REPO / "tests" / "data" / "corpus" / "htex-2026" / "runinfo"
+    root = tmp_path / "runinfo"
+    shutil.copytree(src, root)
+    workers = sorted((root / "000").rglob("worker_*.log"))
+    assert len(workers) == 2
+    with workers[1].open("ab") as fh:
+        fh.write(b"2026-01-01 00:00:00.000 worker_log:1 cut")  # no newline: a cut line, said once
+    size = max(w.stat().st_size for w in workers)
+    options = fanout.Options(split_bytes=size)
+    cut = fanout.slices(root, options)
+    rels = [w.relative_to(root).as_posix() for w in workers]
+    assert [rels[0]] in cut and [rels[1]] in cut
+    (tmp_path / "work").mkdir()
+    warnings: list[str] = []
+    with ThreadPoolExecutor(2) as pool:
+        paths, summaries = fanout.convert_all(lambda *a: pool.submit(fanout.convert_part, *a), root, [root],
+                                              tmp_path / "work", options, warnings,
+                                              observe_app=lambda *a: pool.submit(fanout.observe_part, *a))
+    assert paths == [root] and warnings == []
+    assert len(list((tmp_path / "work").glob("runinfo.observed-*.duckdb"))) == len(cut)
+    plain_db = tmp_path / "plain.duckdb"
+    whole = replay(root, plain_db)
+    (split,) = summaries.values()
+    assert split.warnings == whole.warnings and any("cut mid-line" in w for w in whole.warnings)
+    assert split.sources == whole.sources
+    assert contents(tmp_path / "work" / "runinfo.duckdb") == contents(plain_db)
+
+
+def test_split_size_errors(tmp_path):
+    run = REPO / "tests" / "data" / "corpus" / "htex-2026" / "runinfo"
+    cfg = tmp_path / "htex_local.py"
+    cfg.write_text(HTEX_CONFIG)
+    for args, said in (([], "--split-size: only with --parsl-config (a replay in one process reads every file itself)"),
+                       (["--parsl-config", str(cfg)], "--split-size 'big': not a size such as 1GB or 500MB")):
+        proc = subprocess.run([sys.executable, "-m", "dnpc2otel.cli", "replay", str(run), "--duckdb",
+                               str(tmp_path / "x.duckdb"), "--split-size", "big", *args, "--no-export"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [f"dnpc2otel: error: {said}"]
+        assert not (tmp_path / "x.duckdb").exists()
+
+
+def replay_files(path: Path) -> list:
+    from dnpc2otel.pipeline import sources_for
+
+    return sources_for(path)[3]
+
+
 def test_parsl_fanout_of_one_run_in_two_directories(tmp_path):
     """A run copied into two run directories is one run to the whole replay: the fan-out sees the clash in its
     parts and converts the run_dir as one task, so the database is still the plain replay's."""

@@ -13,6 +13,11 @@ parts are then assembled into one database by the code path of `replay` (the `re
 from the parts, the campaign span added, `store.write`): the same tables, rows, ids and summary as the
 single-process replay of the whole campaign.
 
+A run whose source files hold more than `split_bytes` (--split-size, default 1GB) is read by several tasks
+first: its files, in the order the replay reads them, cut into slices of about that size (a file is never cut:
+a carried field looks back in the same file), each slice's sources stage written to a file (sources.parts);
+the run's task then reconciles those instead of reading the files. The tables are the same.
+
 Where a per-run split could differ from the whole, the campaign is converted as one task instead, with a
 warning saying why:
 - a run directory whose own replay fails (nothing usable in it), where the whole replay may just have
@@ -32,11 +37,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, first_line
 from ..sources import runconfig, rundir
+
+DEFAULT_SPLIT_BYTES = 10**9
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Options:
     memory_limit: str | None = None
     disagreement_ms: float | None = None
     correct_skew: bool = False
+    split_bytes: int | None = DEFAULT_SPLIT_BYTES  # a run with more bytes of sources is read by several tasks
 
 
 def load_config(path: Path) -> Any:
@@ -89,8 +98,9 @@ def plan(path: Path, options: Options) -> tuple[Path, list[Path], str | None]:
     return root, [root / r for r in selection.present], None
 
 
-def convert_part(path: str, out: str, options: Options):
-    """One task: the single-process replay of `path` into the DuckDB file `out` (runs on a Parsl worker)."""
+def convert_part(path: str, out: str, options: Options, observed: list[str] | None = None):
+    """One task: the single-process replay of `path` into the DuckDB file `out` (runs on a Parsl worker);
+    `observed`: its sources stage, done by observe_part tasks."""
     from dnpc2otel.pipeline import replay
     from dnpc2otel.reconcile import DEFAULT_THRESHOLD_MS
 
@@ -98,7 +108,38 @@ def convert_part(path: str, out: str, options: Options):
                   converter_files=list(options.converter_files), timezone=options.timezone,
                   memory_limit=options.memory_limit,
                   disagreement_ms=DEFAULT_THRESHOLD_MS if options.disagreement_ms is None else options.disagreement_ms,
-                  correct_skew=options.correct_skew)
+                  correct_skew=options.correct_skew,
+                  observed=None if observed is None else [Path(p) for p in observed])
+
+
+def observe_part(path: str, rels: list[str], out: str, options: Options) -> str:
+    """One task: the sources stage of the files `rels` of the replay of `path`, written to `out`."""
+    from dnpc2otel.pipeline import sources_for, workspace
+    from dnpc2otel.sources import observe, parts
+
+    catalog, selection, _, files = sources_for(path, list(options.converter_dirs), list(options.converter_files))
+    wanted = set(rels)
+    chosen = [f for f in files if f.rel in wanted]
+    if len(chosen) != len(wanted):
+        missing = sorted(wanted - {f.rel for f in chosen})
+        raise UserError(f"{path}: {missing[0]} is no longer a source file of the run (it changed while read)")
+    warnings: list[str] = []
+    with workspace(options.memory_limit) as con:
+        stats = observe(con, catalog, chosen, selection.root.resolve(), on_warning=warnings.append)
+        parts.write(con, Path(out), stats, warnings)
+    return out
+
+
+def slices(path: Path, options: Options) -> list[list[str]]:
+    """The files (relative to the run_dir) each observe_part task of `path` reads, or [] if it is one task."""
+    from ..pipeline import sources_for
+    from ..sources import parts
+
+    if not options.split_bytes:
+        return []
+    catalog, _, _, files = sources_for(path, list(options.converter_dirs), list(options.converter_files))
+    cut = parts.slices(files, list(catalog.definitions), options.split_bytes)
+    return [[f.rel for f in s] for s in cut] if len(cut) > 1 else []
 
 
 def replay_on_parsl(
@@ -134,7 +175,8 @@ def replay_on_parsl(
         dfk = parsl.load(config)
         try:
             app = parsl.python_app(convert_part, data_flow_kernel=dfk)
-            paths, summaries = convert_all(app, path, paths, work, options, warnings, on_progress)
+            observe_app = parsl.python_app(observe_part, data_flow_kernel=dfk)
+            paths, summaries = convert_all(app, path, paths, work, options, warnings, on_progress, observe_app)
         finally:
             dfk.cleanup()
             parsl.clear()
@@ -155,22 +197,25 @@ def _part_name(path: Path) -> str:
 
 
 def convert_all(app, path: Path, paths: list[Path], work: Path, options: Options, warnings: list[str],
-                on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Path], dict[Path, Any]]:
-    """Run `app` (convert_part as a Parsl app: called, it returns a future) on each of `paths`; when the parts
-    cannot be the whole replay's (a part's replay fails where the whole may not: a run directory with nothing
-    usable; or two parts are one run), convert `path` as one task instead. (the paths, their summaries)"""
+                on_progress: Callable[[int, int], None] | None = None,
+                observe_app=None) -> tuple[list[Path], dict[Path, Any]]:
+    """Run `app` (convert_part as a Parsl app: called, it returns a future) on each of `paths`, a large one's
+    sources read first by `observe_app` (observe_part's); when the parts cannot be the whole replay's (a part's
+    replay fails where the whole may not: a run directory with nothing usable; or two parts are one run),
+    convert `path` as one task instead. (the paths, their summaries)"""
+    run = partial(_run, app, observe_app=observe_app, work=work, options=options, on_progress=on_progress)
     try:
-        summaries = _run(app, paths, work, options, on_progress)
+        summaries = run(paths)
     except _PartFailed as e:
         if len(paths) == 1:
             raise UserError(str(e)) from None
         warnings.append(f"--parsl-config: the run_dir converted as one task (the part {e})")
-        return [path], _run(app, [path], work, options, on_progress)
+        return [path], run([path])
     runs = [r["trace_id"] for s in summaries.values() for r in s.runs]
     if len(paths) > 1 and len(runs) != len(set(runs)):
         warnings.append("--parsl-config: the run_dir converted as one task (a run is in several run "
                         "directories: the whole replay reads them as one run)")
-        return [path], _run(app, [path], work, options, on_progress)
+        return [path], run([path])
     return paths, summaries
 
 
@@ -178,16 +223,27 @@ class _PartFailed(UserError):
     """A part's replay refused its input (not Parsl failing)."""
 
 
-def _run(app, paths: list[Path], work: Path, options: Options, on_progress) -> dict[Path, Any]:
-    futures = {p: app(str(p), str(work / _part_name(p)), options) for p in paths}
+def _run(app, paths: list[Path], *, observe_app, work: Path, options: Options, on_progress) -> dict[Path, Any]:
+    # every task that can start is submitted first: the runs read whole, and the slices of the large ones;
+    # a large run's own task follows once its slices are read (no executor-specific dependency needed)
+    cuts = {p: slices(p, options) if observe_app else [] for p in paths}
+    observing = {p: [observe_app(str(p), rels, str(work / f"{p.name}.observed-{k}.duckdb"), options)
+                     for k, rels in enumerate(cut)] for p, cut in cuts.items() if cut}
+    futures = {p: app(str(p), str(work / _part_name(p)), options) for p in paths if p not in observing}
+    for p, pending in observing.items():
+        futures[p] = app(str(p), str(work / _part_name(p)), options, [_result(p, f) for f in pending])
     out = {}
-    for done, (p, fut) in enumerate(futures.items(), 1):
-        try:
-            out[p] = fut.result()
-        except UserError as e:
-            raise _PartFailed(f"{p.name}: {e}") from None
-        except Exception as e:  # a worker lost, an executor that could not start: Parsl's error, in one line
-            raise UserError(f"{p}: the Parsl task failed: {type(e).__name__}: {first_line(e)}") from None
+    for done, p in enumerate(paths, 1):
+        out[p] = _result(p, futures[p])
         if on_progress:
             on_progress(done, len(paths))
     return out
+
+
+def _result(p: Path, future) -> Any:
+    try:
+        return future.result()
+    except UserError as e:
+        raise _PartFailed(f"{p.name}: {e}") from None
+    except Exception as e:  # a worker lost, an executor that could not start: Parsl's error, in one line
+        raise UserError(f"{p}: the Parsl task failed: {type(e).__name__}: {first_line(e)}") from None
