@@ -158,3 +158,44 @@ def test_a_sort_over_the_memory_limit_falls_back_and_stays_intact(replayed):
         mp.setattr(duckdb, "connect", lambda *a, **k: Tight(connect(*a, **k), 4))
         with HttpReceiver() as rx, pytest.raises(UserError, match="needed more than 1GB of memory even on one"):
             export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
+
+
+def test_a_span_with_more_events_than_the_limit_sends_the_first(replayed, monkeypatch):
+    """A worker's span at 10^6 tasks holds 10^6 events, more than a receiver takes in one request: each span
+    sends its first events and links (in time and key order) up to the limits, the SDKs' variables raise them,
+    and dropped_events_count / dropped_links_count say how many more there are."""
+    from dnpc2otel.export.otlp import _Reader
+
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "2")
+    monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "1")
+    with HttpReceiver() as rx:
+        result = export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
+    want = expected(replayed)
+    got = {g["span"].span_id.hex(): g["span"] for g in rx.received.spans()}
+    assert set(got) == set(want)
+    capped = events_dropped = links_dropped = 0
+    for sid, s in got.items():
+        evs, lks = sorted(want[sid].get("events", [])), want[sid].get("links", [])
+        assert [(e.time_unix_nano, e.name) for e in s.events] == evs[:2]
+        assert s.dropped_events_count == max(len(evs) - 2, 0)
+        assert len(s.links) == min(len(lks), 1) and s.dropped_links_count == max(len(lks) - 1, 0)
+        capped += len(evs) > 2 or len(lks) > 1
+        events_dropped += s.dropped_events_count
+        links_dropped += s.dropped_links_count
+    assert capped and events_dropped and links_dropped
+    assert (result.capped_spans, result.dropped_events, result.dropped_links) == (capped, events_dropped,
+                                                                                  links_dropped)
+    assert any(f"{capped:,} spans had more than 2 events or 1 links" in line
+               for line in result.report(OtlpConfig.from_env(rx.endpoint, "http/protobuf")))
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "many")
+    with pytest.raises(UserError, match="OTEL_SPAN_EVENT_COUNT_LIMIT='many': not a positive number"):
+        _Reader(replayed, "run")
+
+
+def test_the_limits_never_drop_what_a_run_has(replayed):
+    """At the default limits the corpus run is sent whole (test_http_export_is_intact), and no span says it
+    dropped anything."""
+    with HttpReceiver() as rx:
+        result = export(replayed, OtlpConfig.from_env(rx.endpoint, "http/protobuf"))
+    assert result.capped_spans == 0
+    assert all(g["span"].dropped_events_count == 0 == g["span"].dropped_links_count for g in rx.received.spans())

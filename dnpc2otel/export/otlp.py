@@ -30,6 +30,7 @@ spans keep all their attributes.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
 import shutil
@@ -65,6 +66,28 @@ SORT_FALLBACKS = ((None, False), ("SET threads = 1", False), (None, True),
                   (f"SET memory_limit = '{LARGE_LIMIT}'", True))
 FETCH_ROWS = 4096
 MAX_BACKOFF_S = 10.0
+# A span's events and links on the wire: a worker's span at 10^6 tasks holds 10^6 events (≈ 60 MB), more
+# than any receiver takes in one request (Jaeger: 4 MiB), so it could never be delivered. As the SDKs do
+# (OTEL_SPAN_EVENT_COUNT_LIMIT, OTEL_SPAN_LINK_COUNT_LIMIT, honoured when set), the first ones in time order
+# are sent and the span's dropped_events_count / dropped_links_count says how many more; every one stays in
+# the DuckDB file. The byte budget keeps a span of large events (tracebacks) under the request limit too.
+MAX_SPAN_EVENTS = 10_000
+MAX_SPAN_LINKS = 10_000
+MAX_SPAN_PART_BYTES = 1 << 20
+
+
+def span_limit(variable: str, default: int) -> int:
+    """A positive integer from the environment variable, else the default."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"{variable}={value!r}: not a positive number of events or links per span")
+    return n
 
 
 def resource_attributes(attrs: dict) -> dict:
@@ -113,32 +136,43 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[tuple]:
         yield from rows
 
 
-def _grouped(rows: Iterator[tuple], encode: Callable[[tuple], bytes]) -> Iterator[tuple[tuple[str, str], list[bytes]]]:
-    """Consecutive rows of one (trace_id, span_id), encoded."""
-    trace, span, group = None, None, []
+Group = tuple[tuple[str, str], list[bytes], int]  # (trace_id, span_id), encoded rows sent, rows dropped
+
+
+def _grouped(rows: Iterator[tuple], encode: Callable[[tuple], bytes], limit: int,
+             budget: int = MAX_SPAN_PART_BYTES) -> Iterator[Group]:
+    """Consecutive rows of one (trace_id, span_id): the first `limit` of them encoded (within `budget` bytes,
+    one at least), and how many more there were (only counted: memory stays bounded whatever a span holds)."""
+    trace, span, group, size, dropped = None, None, [], 0, 0
     for r in rows:
         if r[1] != span or r[0] != trace:
             if group:
-                yield (trace, span), group
-            trace, span, group = r[0], r[1], []
-        group.append(encode(r))
+                yield (trace, span), group, dropped
+            trace, span, group, size, dropped = r[0], r[1], [], 0, 0
+        if dropped or len(group) >= limit or (group and size >= budget):
+            dropped += 1
+            continue
+        encoded = encode(r)
+        group.append(encoded)
+        size += len(encoded)
     if group:
-        yield (trace, span), group
+        yield (trace, span), group, dropped
 
 
-def _attached(groups: Iterator[tuple[tuple[str, str], list[bytes]]]) -> Callable[[tuple[str, str]], list[bytes]]:
-    """A lookup that, called with ascending keys, returns each key's group (a merge join with the spans)."""
+def _attached(groups: Iterator[Group]) -> Callable[[tuple[str, str]], tuple[list[bytes], int]]:
+    """A lookup that, called with ascending keys, returns each key's (rows, dropped) (a merge join with the
+    spans)."""
     state: list = [next(groups, None)]
 
-    def of(key: tuple[str, str]) -> list[bytes]:
+    def of(key: tuple[str, str]) -> tuple[list[bytes], int]:
         head = state[0]
         while head is not None and head[0] < key:  # rows of spans outside the selection
             head = next(groups, None)
         state[0] = head
         if head is not None and head[0] == key:
             state[0] = next(groups, None)
-            return head[1]
-        return []
+            return head[1], head[2]
+        return [], 0
 
     return of
 
@@ -154,8 +188,12 @@ class _Reader:
     a temporary file about the size of the spans, events and links compressed."""
 
     def __init__(self, db_path: Path, trace_per: str):
+        self.limits = (span_limit("OTEL_SPAN_EVENT_COUNT_LIMIT", MAX_SPAN_EVENTS),
+                       span_limit("OTEL_SPAN_LINK_COUNT_LIMIT", MAX_SPAN_LINKS))
         self.tmp = tempfile.mkdtemp(prefix="dnpc2otel-export-")
         self.fallback = 0  # the first of SORT_FALLBACKS the next sort tries
+        self.capped_spans = 0  # spans read whose events or links were more than the wire takes
+        self.dropped = [0, 0]  # events, links of those not sent
         self.cursors: list[duckdb.DuckDBPyConnection] = []
         try:
             self.con = duckdb.connect(str(db_path), read_only=True)
@@ -221,14 +259,20 @@ class _Reader:
         event = wire.event
         ordered = [self._sorted(c, sql, sel, name) for c, sql, name in (
             (events_c, EVENTS_SQL, "events"), (links_c, LINKS_SQL, "links"), (spans_c, SPANS_SQL, "spans"))]
-        events = _attached(_grouped(ordered[0], lambda r: event(r[2], r[3], r[4])))
-        links = _attached(_grouped(ordered[1], lambda r: wire.link(r[2], r[3], r[4])))
+        events = _attached(_grouped(ordered[0], lambda r: event(r[2], r[3], r[4]), self.limits[0]))
+        links = _attached(_grouped(ordered[1], lambda r: wire.link(r[2], r[3], r[4]), self.limits[1]))
         groups: dict[tuple, tuple[bytes, bytes]] = {}
         for trace_id, span_id, parent, name, service, start, end, code, message, attrs_text, run_trace in ordered[2]:
             key = (trace_id, span_id)
             attrs = json.loads(attrs_text) if attrs_text else {}
-            evs = events(key)
-            body = wire.span(trace_id, span_id, parent, name, start, end, attrs, code, message, evs, links(key))
+            evs, dropped_events = events(key)
+            lks, dropped_links = links(key)
+            if dropped_events or dropped_links:
+                self.capped_spans += 1
+                self.dropped[0] += dropped_events
+                self.dropped[1] += dropped_links
+            body = wire.span(trace_id, span_id, parent, name, start, end, attrs, code, message, evs, lks,
+                             dropped_events, dropped_links)
             instance = attrs.get("service.instance.id")
             gkey = (service or "dnpc2otel", namespaces.get(run_trace), run_trace, instance)
             group = groups.get(gkey)
@@ -307,6 +351,10 @@ class ExportResult:
     skipped_spans: int = 0  # acknowledged by an earlier export (resumed)
     skipped_batches: int = 0
     rejected_spans: int = 0  # the receiver acknowledged but said it dropped these (OTLP partial success)
+    capped_spans: int = 0  # spans sent with only their first events or links (the rest counted as dropped)
+    dropped_events: int = 0
+    dropped_links: int = 0
+    limits: tuple[int, int] = (MAX_SPAN_EVENTS, MAX_SPAN_LINKS)
     seconds: float = 0.0
     resumed: str = "new"  # new, resumed, restart, database changed (otlp_state.StateFile.load)
     state_path: Path | None = None
@@ -326,6 +374,12 @@ class ExportResult:
                          "by an earlier export were not sent again (--restart sends everything)")
         if self.resumed == "database changed":
             lines.append("OTLP: the database changed since its last export to this receiver: everything was sent")
+        if self.capped_spans:
+            lines.append(f"OTLP: {self.capped_spans:,} spans had more than {self.limits[0]:,} events or "
+                         f"{self.limits[1]:,} links (or 1 MiB of them): the first sent, {self.dropped_events:,} "
+                         f"events and {self.dropped_links:,} links counted in dropped_events_count / "
+                         "dropped_links_count; all are in the DuckDB file (OTEL_SPAN_EVENT_COUNT_LIMIT, "
+                         "OTEL_SPAN_LINK_COUNT_LIMIT raise the limits)")
         if self.rejected_spans:
             lines.append(f"OTLP: warning: the receiver acknowledged but rejected {self.rejected_spans:,} spans")
         if self.state_path:
@@ -411,6 +465,8 @@ def export(
                 f"{e} — {result.acknowledged:,} of {result.total_spans:,} spans acknowledged, {left:,} left{where}. "
                 f"The DuckDB file is complete; resume with: {hint}") from None
     finally:
+        result.capped_spans, (result.dropped_events, result.dropped_links) = reader.capped_spans, reader.dropped
+        result.limits = reader.limits
         reader.close()
         if send is not None:
             send.close()

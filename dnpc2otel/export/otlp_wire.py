@@ -179,8 +179,10 @@ def _id(tag: bytes, hex_id: str | None) -> bytes:
 
 def span(trace_id: str, span_id: str, parent_span_id: str | None, name: str | None, start, end,
          attrs: dict, status_code: str | None, status_message: str | None,
-         events: Iterable[bytes] = (), links: Iterable[bytes] = ()) -> bytes:
-    """Span message (no outer tag), kind INTERNAL; `events` and `links` already encoded by event() and link()."""
+         events: Iterable[bytes] = (), links: Iterable[bytes] = (), dropped_events: int = 0,
+         dropped_links: int = 0) -> bytes:
+    """Span message (no outer tag), kind INTERNAL; `events` and `links` already encoded by event() and link();
+    `dropped_*`: how many more the span has than are sent."""
     start_n = max(int(start or 0), 0)
     end_n = max(int(end or start or 0), 0)
     code = _STATUS.get(status_code or "UNSET", 0)
@@ -194,7 +196,9 @@ def span(trace_id: str, span_id: str, parent_span_id: str | None, name: str | No
         b"\x41" + _PACK_U64(end_n) if end_n else b"",
         attributes(b"\x4a", attrs),
         fields(b"\x5a", events),
+        b"\x60" + varint(dropped_events) if dropped_events else b"",
         fields(b"\x6a", links),
+        b"\x70" + varint(dropped_links) if dropped_links else b"",
         field(b"\x7a", status),
     ))
 
